@@ -1,0 +1,304 @@
+"""Export a Keras image classifier to the LiteRT artifacts dermcam serves.
+
+    python -m model_store.export MODEL --labels LABELS --out DIR [options]
+
+Writes predict.tflite, gradcam.tflite and manifest.json (and a copy of the source model for
+the reference engine), after checking the artifacts against TensorFlow on generated images.
+Nothing is written when float32 parity fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dermcam.engine import LiteRTEngine
+from dermcam.keras_engine import (
+    PREPROCESSING,
+    CamForward,
+    class_score,
+    load_keras_model,
+    parse_target,
+    preprocess,
+    spatial_layers,
+)
+from dermcam.manifest import MANIFEST, sha256_file
+from model_store import parity as parity_check
+from model_store.convert import QUANTIZATIONS, FlexOpsRequired, check_flatbuffer, to_tflite
+from model_store.gradients import builtin_gradients
+
+SCORES = ("logit", "probability")
+MAX_AUTO_TARGETS = 6  # candidates tried, last spatial layer first
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported as asked; the message says why and what to do."""
+
+
+def parse_labels(spec: str) -> list[dict[str, str]]:
+    """Labels from a file (lines `code,Display name`, or a JSON list) or a comma list."""
+    path = Path(spec)
+    if path.is_file():
+        text = path.read_text()
+        if path.suffix == ".json":
+            items = json.loads(text)
+            return [
+                {"code": str(x["code"]), "name": str(x.get("name", x["code"]))}
+                if isinstance(x, dict)
+                else {"code": str(x), "name": str(x)}
+                for x in items
+            ]
+        rows = [line.split(",", 1) for line in text.splitlines() if line.strip()]
+        return [
+            {"code": r[0].strip(), "name": (r[1] if len(r) > 1 else r[0]).strip()} for r in rows
+        ]
+    return [{"code": c.strip(), "name": c.strip()} for c in spec.split(",") if c.strip()]
+
+
+def _input_size(model: keras.Model) -> tuple[int, int]:
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[3] != 3 or not shape[1] or not shape[2]:
+        raise ExportError(f"Expected an RGB image input [N, H, W, 3] of fixed size, got {shape}.")
+    return int(shape[1]), int(shape[2])
+
+
+def _functions(
+    forward: CamForward, mode: str, score: str, height: int, width: int, classes: int
+) -> tuple[tf.types.experimental.ConcreteFunction, tf.types.experimental.ConcreteFunction]:
+    image = tf.TensorSpec([1, height, width, 3], tf.float32, name="image")
+    target = tf.TensorSpec([1, classes], tf.float32, name="target")
+
+    @tf.function(input_signature=[image])
+    def predict(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"probabilities": forward(preprocess(mode, image))[2]}
+
+    @tf.function(input_signature=[image, target])
+    def gradcam(image: tf.Tensor, target: tf.Tensor) -> dict[str, tf.Tensor]:
+        with builtin_gradients():
+            activations, logits, probs = forward(preprocess(mode, image))
+            value = class_score(logits, probs, target, score)
+        (gradients,) = tf.gradients(value, activations)
+        if gradients is None:
+            raise ExportError("The class score does not depend on the target layer.")
+        return {"probabilities": probs, "activations": activations, "gradients": gradients}
+
+    return predict.get_concrete_function(), gradcam.get_concrete_function()
+
+
+def export(
+    model: keras.Model,
+    labels: Sequence[dict[str, str]],
+    out_dir: str | Path,
+    *,
+    name: str = "model",
+    version: str = "1",
+    target: str | None = None,
+    score: str = "logit",
+    preprocessing: str = "none",
+    quantization: str = "none",
+    demo: bool = False,
+    source: str | Path | None = None,
+    parity_images: int = 6,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Export `model` into `out_dir`; returns the manifest. Raises ExportError."""
+    if score not in SCORES:
+        raise ExportError(f"score must be one of {SCORES}")
+    if preprocessing not in PREPROCESSING:
+        raise ExportError(f"preprocessing must be one of {PREPROCESSING}")
+    if quantization not in QUANTIZATIONS:
+        raise ExportError(f"quantization must be one of {QUANTIZATIONS}")
+    height, width = _input_size(model)
+    classes = int(model.outputs[0].shape[-1])
+    if len(labels) != classes:
+        raise ExportError(f"The model has {classes} outputs but {len(labels)} labels were given.")
+    try:
+        candidates = [parse_target(model, target)] if target else spatial_layers(model)[::-1]
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+    if not candidates:
+        raise ExportError("The model has no spatial layer (an [N, h, w, c] output) to explain.")
+    variables = [w.value for w in model.weights]
+    weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(
+        prefix=".export-", dir=out_dir.parent, ignore_cleanup_errors=True
+    ) as tmp:
+        staging = Path(tmp)
+        chosen, forward = None, None
+        for path in candidates[:MAX_AUTO_TARGETS]:
+            forward = CamForward(model, path)
+            try:
+                predict_fn, gradcam_fn = _functions(
+                    forward, preprocessing, score, height, width, classes
+                )
+                gradcam_bytes = to_tflite(gradcam_fn, variables, quantization)
+            except FlexOpsRequired as exc:
+                if target:
+                    raise ExportError(f"Target layer {'/'.join(path)}: {exc}") from exc
+                log(f"  target {'/'.join(path)} skipped: needs {', '.join(exc.ops)}")
+                continue
+            except ValueError as exc:
+                raise ExportError(str(exc)) from exc
+            chosen = path
+            break
+        if chosen is None:
+            raise ExportError(
+                "No spatial layer near the output converts to LiteRT builtins; "
+                "name one with --target-layer."
+            )
+        log(f"target layer: {'/'.join(chosen)}" + (" (chosen automatically)" if not target else ""))
+        (staging / "gradcam.tflite").write_bytes(gradcam_bytes)
+        (staging / "predict.tflite").write_bytes(to_tflite(predict_fn, variables, quantization))
+
+        artifacts = {}
+        for kind in ("predict", "gradcam"):
+            file = staging / f"{kind}.tflite"
+            ops = check_flatbuffer(file, weight_bytes, quantization)
+            artifacts[kind] = {
+                "file": file.name,
+                "sha256": sha256_file(file),
+                "bytes": file.stat().st_size,
+                "ops": ops,
+            }
+        source_entry = None
+        if source is not None:
+            src = Path(source)
+            kept = staging / f"model{src.suffix}"
+            shutil.copyfile(src, kept)
+            source_entry = {"file": kept.name, "sha256": sha256_file(kept)}
+        manifest = {
+            "format": 1,
+            "name": name,
+            "version": str(version),
+            "demo": demo,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "input": {
+                "height": height,
+                "width": width,
+                "channels": 3,
+                "dtype": "float32",
+                "color": "RGB",
+                "range": [0, 255],
+            },
+            "preprocessing": preprocessing,
+            "labels": list(labels),
+            "target_layer": "/".join(chosen),
+            "activations_shape": _layer_shape(model, chosen),
+            "score": score,
+            "quantization": quantization,
+            "artifacts": artifacts,
+            "source": source_entry,
+            "exporter": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        }
+        _write_manifest(staging, manifest)
+        engine = LiteRTEngine(str(staging))
+        figures = parity_check.measure(forward, preprocessing, score, engine, parity_images)
+        manifest["parity"] = figures.as_dict()
+        log("parity vs TensorFlow: " + ", ".join(f"{k}={v}" for k, v in manifest["parity"].items()))
+        if quantization == "none" and not figures.passes():
+            raise ExportError(
+                "Parity with TensorFlow is below the bar "
+                f"(max |dp| <= {parity_check.MAX_PROB_DIFF}, "
+                f"top-1 100 %, map r >= {parity_check.MIN_CAM_R}): {manifest['parity']}. "
+                "Nothing was written."
+            )
+        _write_manifest(staging, manifest)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.chmod(0o755)  # mkdtemp made it private; a model dir is read by servers
+        staging.rename(out_dir)
+    return manifest
+
+
+def _layer_shape(model: keras.Model, path: tuple[str, ...]) -> list[int]:
+    layer = model
+    for part in path:
+        layer = layer.get_layer(part)
+    return [int(d) for d in layer.output.shape[1:]]
+
+
+def _write_manifest(directory: Path, manifest: dict) -> None:
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m model_store.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", help="a .keras or .h5 Keras model file")
+    parser.add_argument(
+        "--labels",
+        required=True,
+        help="a file (lines 'code,Display name', or JSON) or a comma list of codes",
+    )
+    parser.add_argument("--out", required=True, help="the model directory to write")
+    parser.add_argument("--name", default=None, help="model name (default: the file's stem)")
+    parser.add_argument("--version", default="1")
+    parser.add_argument(
+        "--target-layer",
+        default=None,
+        help="layer to explain, 'layer' or 'nested_model/layer' "
+        "(default: the last spatial layer that converts)",
+    )
+    parser.add_argument(
+        "--score",
+        choices=SCORES,
+        default="logit",
+        help="class score Grad-CAM differentiates (default: the pre-softmax logit)",
+    )
+    parser.add_argument(
+        "--preprocess",
+        choices=PREPROCESSING,
+        default="none",
+        help="input preprocessing to bake in (keras.applications modes; "
+        "'none' when the model rescales inputs itself)",
+    )
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none")
+    parser.add_argument("--demo", action="store_true", help="mark the model as a demo")
+    parser.add_argument(
+        "--no-keep-source",
+        action="store_true",
+        help="do not copy the Keras model beside the artifacts "
+        "(the reference engine then cannot run)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        model = load_keras_model(args.model)
+        manifest = export(
+            model,
+            parse_labels(args.labels),
+            args.out,
+            name=args.name or Path(args.model).stem,
+            version=args.version,
+            target=args.target_layer,
+            score=args.score,
+            preprocessing=args.preprocess,
+            quantization=args.quantize,
+            demo=args.demo,
+            source=None if args.no_keep_source else args.model,
+        )
+    except (ExportError, ValueError, OSError) as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    sizes = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in manifest["artifacts"].items())
+    print(f"wrote {args.out}: {sizes}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

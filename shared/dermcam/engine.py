@@ -1,0 +1,102 @@
+"""Inference engines behind one interface: LiteRT (serving) and Keras (reference, lazily).
+
+An engine takes the float32 [1, H, W, 3] RGB tensor (0–255) from `imaging.to_tensor`
+and answers probabilities, or probabilities plus the target layer's activations and
+the gradient of the class score with respect to them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from dermcam.errors import ModelUnavailable
+from dermcam.manifest import Manifest, read_manifest, verify_artifact
+
+SIGNATURE = "serving_default"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    probabilities: np.ndarray  # [classes]
+    activations: np.ndarray  # [h, w, k] at the target layer
+    gradients: np.ndarray  # [h, w, k]: d score[target] / d activations
+
+
+class Engine(Protocol):
+    manifest: Manifest
+
+    def predict(self, tensor: np.ndarray) -> np.ndarray: ...
+
+    def explain(self, tensor: np.ndarray, target: int) -> Explanation: ...
+
+
+def one_hot(target: int, classes: int) -> np.ndarray:
+    if not 0 <= target < classes:
+        raise ValueError(f"target {target} outside 0..{classes - 1}")
+    hot = np.zeros((1, classes), dtype=np.float32)
+    hot[0, target] = 1.0
+    return hot
+
+
+class LiteRTEngine:
+    """Runs the exported artifacts on ai-edge-litert. Loads only the artifacts asked for."""
+
+    def __init__(
+        self,
+        model_dir: str,
+        artifacts: Sequence[str] = ("predict", "gradcam"),
+        num_threads: int = 1,
+    ) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.manifest = read_manifest(model_dir)
+        self._runners = {}
+        self._locks = {}
+        for kind in artifacts:
+            path = verify_artifact(self.manifest, kind)
+            try:
+                interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+                self._runners[kind] = interpreter.get_signature_runner(SIGNATURE)
+            except (ValueError, RuntimeError) as exc:
+                raise ModelUnavailable(f"The {kind} artifact cannot be loaded: {exc}") from exc
+            self._locks[kind] = threading.Lock()
+
+    def _run(self, kind: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # An interpreter is not re-entrant: one call at a time per artifact.
+        with self._locks[kind]:
+            outputs = self._runners[kind](**inputs)
+            return {name: np.array(value, copy=True) for name, value in outputs.items()}
+
+    def predict(self, tensor: np.ndarray) -> np.ndarray:
+        if "predict" in self._runners:
+            return self._run("predict", image=tensor)["probabilities"][0]
+        # A gradcam-only instance answers probabilities from the Grad-CAM graph.
+        zeros = np.zeros((1, len(self.manifest.labels)), dtype=np.float32)
+        return self._run("gradcam", image=tensor, target=zeros)["probabilities"][0]
+
+    def explain(self, tensor: np.ndarray, target: int) -> Explanation:
+        if "gradcam" not in self._runners:
+            raise ModelUnavailable("This instance loaded no gradcam artifact.")
+        out = self._run("gradcam", image=tensor, target=one_hot(target, len(self.manifest.labels)))
+        return Explanation(out["probabilities"][0], out["activations"][0], out["gradients"][0])
+
+
+def load_engine(
+    model_dir: str,
+    kind: str = "litert",
+    artifacts: Sequence[str] = ("predict", "gradcam"),
+    num_threads: int = 1,
+) -> Engine:
+    """The engine named by config: `litert` (default) or `keras` (needs TensorFlow)."""
+    if kind == "litert":
+        return LiteRTEngine(model_dir, artifacts, num_threads)
+    if kind == "keras":
+        from dermcam.keras_engine import KerasEngine  # imports TensorFlow: reference only
+
+        return KerasEngine(model_dir)
+    raise ValueError(f"unknown engine {kind!r}")

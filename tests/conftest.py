@@ -1,0 +1,99 @@
+"""Shared fixtures: the committed demo model and small images made in code."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_MODEL = ROOT / "model_store" / "models" / "demo" / "1"
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir() -> Path:
+    assert (DEMO_MODEL / "manifest.json").is_file(), "run `make demo` to build the demo model"
+    return DEMO_MODEL
+
+
+def encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def lesion_rgb() -> Image.Image:
+    """One synthetic melanoma-like image, 128×128 RGB."""
+    from model_store.synthetic import lesion_image
+
+    pixels, _ = lesion_image(seed=5, index=0, size=128, label=4)
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="session")
+def lesion_png(lesion_rgb: Image.Image) -> bytes:
+    return encode(lesion_rgb, "PNG")
+
+
+@pytest.fixture(scope="session")
+def photo_jpeg(lesion_rgb: Image.Image) -> bytes:
+    """A 12-megapixel JPEG, as a phone camera would send."""
+    big = lesion_rgb.resize((4000, 3000), Image.Resampling.BILINEAR)
+    noise = np.random.default_rng(0).integers(0, 8, (3000, 4000, 1), dtype=np.uint8)
+    big = Image.fromarray(np.asarray(big) + noise)
+    return encode(big, "JPEG", quality=90)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """The whole local stack on free ports: fake-gcs-server, both functions, the page."""
+    from devstack import stack as devstack
+
+    running = devstack.start(log_dir=tmp_path_factory.mktemp("stack-logs"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def single_function(tmp_path):
+    """Start one function (and optionally its own emulator) with extra environment.
+
+    Returns start(name, env=None, with_storage=True) -> (function_url, storage_process|None)."""
+    from devstack import stack as devstack
+
+    started = []
+
+    def start(name: str, env: dict | None = None, with_storage: bool = True):
+        storage_url, storage = "http://127.0.0.1:9", None  # port 9: nothing listens
+        if with_storage:
+            port = devstack.free_port()
+            storage = devstack.start_storage(port, open(tmp_path / "storage.log", "ab"))
+            started.append(storage)
+            storage_url = f"http://127.0.0.1:{port}"
+            devstack.wait_until_up(f"{storage_url}/storage/v1/b", 20, storage)
+            devstack.create_bucket(storage_url, "dermcam-heatmaps")
+        port = devstack.free_port()
+        log = open(tmp_path / f"{name}.log", "ab")
+        proc = devstack.start_function(
+            name, port, devstack.function_env(storage_url, "dermcam-heatmaps", env), log
+        )
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        devstack.wait_until_up(url, 60, proc)
+        return url, storage
+
+    yield start
+    import os
+    import signal
+
+    for proc in started:
+        try:
+            os.killpg(proc.pid, signal.SIGCONT)
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)

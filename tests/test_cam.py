@@ -1,0 +1,71 @@
+"""CAM arithmetic: NumPy (from LiteRT outputs) against TensorFlow references."""
+
+import numpy as np
+import pytest
+
+from dermcam import cam, imaging
+from dermcam.engine import LiteRTEngine
+from dermcam.errors import UnknownMethod
+
+
+@pytest.fixture(scope="module")
+def demo(demo_model_dir):
+    return LiteRTEngine(str(demo_model_dir))
+
+
+@pytest.fixture(scope="module")
+def reference(demo_model_dir):
+    from dermcam.keras_engine import KerasEngine
+
+    return KerasEngine(str(demo_model_dir))
+
+
+def test_normalise_and_all_zero_map():
+    assert cam.normalise(np.array([[0.0, 2.0], [1.0, 0.5]])).max() == 1.0
+    assert not cam.normalise(np.zeros((3, 3))).any()
+
+
+def test_unknown_method_is_a_typed_error():
+    with pytest.raises(UnknownMethod):
+        cam.class_map(np.ones((2, 2, 3)), np.ones((2, 2, 3)), "../../etc")
+
+
+def test_upsample_keeps_range_and_size():
+    grid = np.array([[0.0, 1.0], [0.5, 0.25]], np.float32)
+    up = cam.upsample(grid, 40, 30)
+    assert up.shape == (30, 40) and 0.0 <= up.min() and up.max() <= 1.0
+
+
+def test_gradcam_equals_exact_cam_for_gap_dense_head(demo, reference, lesion_rgb):
+    """For GAP → Dense, d logit_c / dA = W[:, c] / (h·w): Grad-CAM is CAM, relu(A · W[:, c])."""
+    tensor = imaging.to_tensor(lesion_rgb, demo.manifest.height, demo.manifest.width)
+    kernel = reference.forward.model.get_layer("probabilities").kernel.numpy()
+    for target in range(len(demo.manifest.labels)):
+        ex = demo.explain(tensor, target)
+        exact = cam.normalise(np.maximum(ex.activations @ kernel[:, target], 0))
+        assert np.abs(cam.class_map(ex.activations, ex.gradients) - exact).max() < 1e-4
+
+
+def test_gradcam_plus_plus_matches_a_tensorflow_implementation(demo, reference, lesion_rgb):
+    import tensorflow as tf
+
+    tensor = imaging.to_tensor(lesion_rgb, demo.manifest.height, demo.manifest.width)
+    for target in (0, 4, 6):
+        ref = reference.explain(tensor, target)  # GradientTape, no gradient rewrites
+        a, g = tf.constant(ref.activations, tf.float64), tf.constant(ref.gradients, tf.float64)
+        alpha = g**2 / (2 * g**2 + tf.reduce_sum(a, axis=(0, 1), keepdims=True) * g**3 + 1e-7)
+        alpha = tf.where(g != 0, alpha, tf.zeros_like(alpha))
+        weights = tf.reduce_sum(tf.nn.relu(g) * alpha, axis=(0, 1))
+        tf_map = tf.nn.relu(tf.reduce_sum(a * weights, axis=-1)).numpy()
+        tf_map = tf_map / tf_map.max() if tf_map.max() > 0 else tf_map
+        ex = demo.explain(tensor, target)  # LiteRT artifact
+        ours = cam.class_map(ex.activations, ex.gradients, "gradcam++")
+        assert np.corrcoef(ours.ravel(), tf_map.ravel())[0, 1] > 0.9999
+        assert np.abs(ours - tf_map).max() < 1e-3
+
+
+def test_methods_share_one_shape():
+    a = np.random.default_rng(0).random((4, 4, 8))
+    g = np.random.default_rng(1).normal(size=(4, 4, 8))
+    for method in cam.METHODS:
+        assert cam.class_map(a, g, method).shape == (4, 4)

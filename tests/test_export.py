@@ -1,0 +1,200 @@
+"""Exporter: parity against a TensorFlow GradientTape reference for keras.applications
+backbones in flat, nested and Sequential forms, saved to disk and reloaded, as users do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from dermcam import cam  # noqa: E402
+from dermcam.engine import LiteRTEngine  # noqa: E402
+from dermcam.keras_engine import KerasEngine, load_keras_model, preprocess  # noqa: E402
+from model_store import parity  # noqa: E402
+from model_store.calibrate import calibrate_batchnorm, calibration_batch  # noqa: E402
+from model_store.export import ExportError, export, main, parse_labels  # noqa: E402
+from model_store.synthetic import CLASSES, dataset  # noqa: E402
+
+SIZE = 96
+LABELS = [{"code": c, "name": n} for c, n in CLASSES]
+BACKBONES = {
+    "MobileNetV2": (keras.applications.MobileNetV2, "tf"),
+    "EfficientNetB0": (keras.applications.EfficientNetB0, "none"),
+    "ResNet50": (keras.applications.ResNet50, "caffe"),
+    "DenseNet121": (keras.applications.DenseNet121, "torch"),
+}
+
+
+def build(arch: str, form: str) -> keras.Model:
+    factory, _ = BACKBONES[arch]
+    shape = (SIZE, SIZE, 3)
+    if form == "flat":
+        return factory(weights=None, input_shape=shape, classes=len(LABELS))
+    backbone = factory(weights=None, include_top=False, input_shape=shape)
+    if form == "nested":  # augmentation in front, a two-layer head with dropout
+        inputs = keras.Input(shape)
+        x = keras.layers.RandomFlip()(inputs)
+        x = backbone(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        x = keras.layers.Dense(32, activation="relu")(x)
+        x = keras.layers.Dropout(0.3)(x)
+        return keras.Model(inputs, keras.layers.Dense(len(LABELS), activation="softmax")(x))
+    return keras.Sequential(
+        [  # a Flatten head, as transfer-learning tutorials write it
+            keras.Input(shape),
+            keras.layers.RandomRotation(0.1),
+            backbone,
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(len(LABELS), activation="softmax"),
+        ]
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["flat", "nested", "sequential"])
+@pytest.mark.parametrize("arch", list(BACKBONES))
+def test_parity_with_tensorflow(arch, form, tmp_path):
+    mode = BACKBONES[arch][1]
+    model = build(arch, form)
+    calibrate_batchnorm(model, preprocess(mode, tf.constant(calibration_batch(SIZE))).numpy())
+    suffix = ".h5" if form == "flat" and arch == "MobileNetV2" else ".keras"
+    source = tmp_path / f"model{suffix}"
+    model.save(source)
+    out = tmp_path / "exported"
+    manifest = export(
+        load_keras_model(source),
+        LABELS,
+        out,
+        name=arch,
+        preprocessing=mode,
+        source=source,
+        log=lambda _: None,
+    )
+
+    figures = manifest["parity"]
+    assert figures["max_abs_prob_diff"] <= 1e-4
+    assert figures["top1_agreement"] == 1.0
+    assert figures["cam_pearson_min"] >= 0.99
+    for kind in ("predict", "gradcam"):
+        assert not [op for op in manifest["artifacts"][kind]["ops"] if op.startswith("Flex")]
+    target = manifest["target_layer"]
+    assert ("/" in target) == (form != "flat"), target
+
+    # An independent check: the reloaded reference engine against the artifacts.
+    lite, reference = LiteRTEngine(str(out)), KerasEngine(str(out))
+    images, _, _ = dataset(99, 2, SIZE)
+    for image in images:
+        tensor = image[None].astype(np.float32)
+        probs = lite.predict(tensor)
+        assert np.abs(probs - reference.predict(tensor)).max() <= 1e-4
+        top = int(np.argmax(probs))
+        ref, got = reference.explain(tensor, top), lite.explain(tensor, top)
+        ref_map = cam.linear_map(ref.activations, ref.gradients, "gradcam")
+        assert ref_map.std() > 0, "the reference map is flat: nothing was compared"
+        got_map = cam.linear_map(got.activations, got.gradients, "gradcam")
+        assert np.corrcoef(ref_map.ravel(), got_map.ravel())[0, 1] >= 0.999
+
+
+def _small(output_activation: str = "softmax") -> keras.Model:
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="early")(x)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", name="depthwise")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu6", name="late")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation=output_activation)(x))
+
+
+def test_inner_target_through_depthwise_gradient(tmp_path):
+    manifest = export(_small(), LABELS[:3], tmp_path / "m", target="pool", log=lambda _: None)
+    assert manifest["target_layer"] == "pool"
+    assert manifest["activations_shape"] == [16, 16, 8]
+    assert parity.Parity(**manifest["parity"]).passes()
+
+
+def test_a_flex_only_gradient_is_named(tmp_path):
+    with pytest.raises(ExportError, match="MaxPool"):
+        export(_small(), LABELS[:3], tmp_path / "m", target="early", log=lambda _: None)
+    assert not (tmp_path / "m").exists()
+
+
+def test_model_answering_logits_gets_a_softmax(tmp_path):
+    manifest = export(_small("linear"), LABELS[:3], tmp_path / "m", log=lambda _: None)
+    engine = LiteRTEngine(str(tmp_path / "m"))
+    probs = engine.predict(np.full((1, 32, 32, 3), 120, np.float32))
+    assert abs(float(probs.sum()) - 1) < 1e-5 and manifest["score"] == "logit"
+
+
+def test_sigmoid_output_needs_probability_score(tmp_path):
+    with pytest.raises(ExportError, match="--score probability"):
+        export(_small("sigmoid"), LABELS[:3], tmp_path / "a", log=lambda _: None)
+    manifest = export(
+        _small("sigmoid"), LABELS[:3], tmp_path / "b", score="probability", log=lambda _: None
+    )
+    assert manifest["score"] == "probability"
+
+
+def test_failed_parity_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(parity, "MAX_PROB_DIFF", -1.0)
+    with pytest.raises(ExportError, match="Nothing was written"):
+        export(_small(), LABELS[:3], tmp_path / "m", log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_label_count_must_match(tmp_path):
+    with pytest.raises(ExportError, match="3 outputs but 7 labels"):
+        export(_small(), LABELS, tmp_path / "m", log=lambda _: None)
+
+
+@pytest.mark.parametrize("quantization", ["float16", "dynamic-int8"])
+def test_quantised_exports_are_smaller_and_recorded(quantization, tmp_path):
+    model = build("MobileNetV2", "flat")
+    calibrate_batchnorm(model, preprocess("tf", tf.constant(calibration_batch(SIZE))).numpy())
+    full = export(model, LABELS, tmp_path / "f32", preprocessing="tf", log=lambda _: None)
+    small = export(
+        model,
+        LABELS,
+        tmp_path / "q",
+        preprocessing="tf",
+        quantization=quantization,
+        log=lambda _: None,
+    )
+    assert small["quantization"] == quantization
+    assert small["artifacts"]["predict"]["bytes"] < 0.6 * full["artifacts"]["predict"]["bytes"]
+    assert 0 <= small["parity"]["max_abs_prob_diff"] <= 1
+
+
+def test_labels_from_file_and_list(tmp_path):
+    file = tmp_path / "labels.txt"
+    file.write_text("mel,Melanoma\nnv,Melanocytic nevus\n\n")
+    assert parse_labels(str(file)) == [
+        {"code": "mel", "name": "Melanoma"},
+        {"code": "nv", "name": "Melanocytic nevus"},
+    ]
+    assert parse_labels("a, b") == [{"code": "a", "name": "a"}, {"code": "b", "name": "b"}]
+
+
+def test_cli_exports_a_keras_file(tmp_path, capsys):
+    source = tmp_path / "small.keras"
+    _small().save(source)
+    code = main(
+        [str(source), "--labels", "x,y,z", "--out", str(tmp_path / "out"), "--version", "3"]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "target layer: late (chosen automatically)" in printed
+    engine = LiteRTEngine(str(tmp_path / "out"))
+    assert engine.manifest.version == "3" and engine.manifest.codes == ["x", "y", "z"]
+    assert (tmp_path / "out" / "model.keras").is_file()
+
+
+def test_cli_fails_cleanly(tmp_path, capsys):
+    assert (
+        main([str(tmp_path / "missing.keras"), "--labels", "a", "--out", str(tmp_path / "o")]) == 1
+    )
+    assert "export failed" in capsys.readouterr().err
