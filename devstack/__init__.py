@@ -1,0 +1,1 @@
+"""Local emulation of the cloud: storage emulator, both functions, the page. No account."""

@@ -1,0 +1,36 @@
+"""Cloud Function `gradcam`: where the model looked, for the class asked (default: the top).
+
+POST the image as for `predict`, with optional `class` (code or index) and `method`
+(`gradcam`, `gradcam++`) as form fields, JSON fields or query arguments. The heatmap PNG is
+stored in the private bucket under a content-addressed key and answered as a signed URL
+(or inline when storage fails). GET ?warmup=1 loads the model and reports memory.
+"""
+
+import flask
+import functions_framework
+
+from dermcam import http, service
+from dermcam.cache import ModelCache
+from dermcam.config import load_settings
+from dermcam.storage import HeatmapStore
+
+SETTINGS = load_settings()
+MODEL = ModelCache(SETTINGS, artifacts=("gradcam",))
+STORE = HeatmapStore(SETTINGS)
+
+
+def _version() -> str | None:
+    return MODEL.get().manifest.version if MODEL.loaded else None
+
+
+@functions_framework.http
+def gradcam(request: flask.Request) -> flask.Response:
+    """Explain one image's class with a heatmap."""
+    return http.serve(
+        request,
+        SETTINGS,
+        "gradcam",
+        lambda req: service.gradcam(MODEL, STORE, req, SETTINGS),
+        MODEL.warmup,
+        _version,
+    )

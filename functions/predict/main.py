@@ -1,0 +1,33 @@
+"""Cloud Function `predict`: a skin-lesion image in, every class's probability out.
+
+POST the image (multipart field `image`, a raw image/jpeg|png|webp body, or JSON
+{"image": "<base64>"}); GET ?warmup=1 loads the model and reports memory. The model is
+loaded once per instance, on first use, and only its predict artifact.
+"""
+
+import flask
+import functions_framework
+
+from dermcam import http, service
+from dermcam.cache import ModelCache
+from dermcam.config import load_settings
+
+SETTINGS = load_settings()
+MODEL = ModelCache(SETTINGS, artifacts=("predict",))
+
+
+def _version() -> str | None:
+    return MODEL.get().manifest.version if MODEL.loaded else None
+
+
+@functions_framework.http
+def predict(request: flask.Request) -> flask.Response:
+    """Rank every class for one image."""
+    return http.serve(
+        request,
+        SETTINGS,
+        "predict",
+        lambda req: service.predict(MODEL, req, SETTINGS),
+        MODEL.warmup,
+        _version,
+    )

@@ -1,0 +1,71 @@
+"""The instance's model: loaded once into global scope, lazily and thread-safely.
+
+A load that fails is not remembered: the next request tries again, so a fixed model
+directory recovers without a restart (and a broken one never crash-loops the instance)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from dermcam import telemetry
+from dermcam.config import Settings
+from dermcam.engine import Engine, load_engine
+
+
+class ModelCache:
+    def __init__(self, settings: Settings, artifacts: Sequence[str]) -> None:
+        self.settings = settings
+        self.artifacts = tuple(artifacts)
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+        self.load_ms: float | None = None
+        self.loads = 0  # how many times a model was actually loaded (tests check it is 1)
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    def get(self) -> Engine:
+        """The engine, loading it on first use. Raises ModelUnavailable."""
+        engine = self._engine
+        if engine is not None:
+            return engine
+        with self._lock:
+            if self._engine is None:
+                started = time.perf_counter()
+                self._engine = load_engine(
+                    self.settings.model_dir,
+                    self.settings.engine,
+                    self.artifacts,
+                    self.settings.num_threads,
+                )
+                self.load_ms = round((time.perf_counter() - started) * 1000, 1)
+                self.loads += 1
+            return self._engine
+
+    def warmup(self) -> dict[str, Any]:
+        """Load the model and run one inference, so the next real request is warm."""
+        already_loaded = self.loaded
+        engine = self.get()
+        manifest = engine.manifest
+        started = time.perf_counter()
+        blank = np.full((1, manifest.height, manifest.width, 3), 128.0, np.float32)
+        if "gradcam" in self.artifacts:
+            engine.explain(blank, 0)
+        else:
+            engine.predict(blank)
+        return {
+            "status": "warm",
+            "model": manifest.summary(),
+            "engine": self.settings.engine,
+            "already_loaded": already_loaded,
+            "model_loads": self.loads,
+            "load_ms": self.load_ms,
+            "inference_ms": round((time.perf_counter() - started) * 1000, 1),
+            "memory": telemetry.memory(),
+        }

@@ -1,0 +1,193 @@
+"""HTTP edge shared by both functions: parse the upload, CORS, JSON answers, errors, logs.
+
+Accepted bodies: multipart field `image`, a raw image/jpeg|png|webp body, or JSON
+{"image": "<base64>", ...}. Options (`class`, `method`, ...) come from form fields, JSON
+fields or query arguments. Every answer is JSON; bad input is a 4xx, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import flask
+
+from dermcam import telemetry
+from dermcam.config import Settings
+from dermcam.errors import (
+    BadRequest,
+    DermcamError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+
+RAW_TYPES = ("image/jpeg", "image/png", "image/webp")
+CORS_MAX_AGE = "3600"
+
+
+@dataclass
+class ImageRequest:
+    data: bytes
+    options: dict[str, Any] = field(default_factory=dict)
+    log_fields: dict[str, Any] = field(default_factory=dict)  # filled in by the handler
+
+
+def _too_large(settings: Settings) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The upload is larger than {settings.max_upload_mb:g} MB.")
+
+
+def _read_limited(stream: Any, settings: Settings) -> bytes:
+    data = stream.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise _too_large(settings)
+    return data
+
+
+def parse_image_request(request: flask.Request, settings: Settings) -> ImageRequest:
+    """The image bytes and options of a POST. Raises 400/413/415 errors."""
+    if request.content_length is not None and request.content_length > settings.max_upload_bytes:
+        raise _too_large(settings)
+    options: dict[str, Any] = dict(request.args.items())
+    mimetype = (request.mimetype or "").lower()
+    if mimetype == "multipart/form-data":
+        files = request.files.getlist("image")
+        if not files:
+            raise BadRequest("The multipart form has no field named 'image'.")
+        if len(files) > 1 or len(request.files) > 1:
+            raise BadRequest("Send exactly one file, in the field 'image'.")
+        options.update(request.form.items())
+        return ImageRequest(_read_limited(files[0].stream, settings), options)
+    if mimetype in RAW_TYPES:
+        return ImageRequest(_read_limited(request.stream, settings), options)
+    if mimetype == "application/json":
+        try:
+            body = json.loads(_read_limited(request.stream, settings) or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest("The body is not valid JSON.") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("image"), str):
+            raise BadRequest('JSON bodies must be an object with "image": "<base64>".')
+        encoded = body.pop("image")
+        if encoded.startswith("data:") and "," in encoded:  # a data: URL from a browser
+            encoded = encoded.split(",", 1)[1]
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadRequest('"image" is not valid base64.') from exc
+        for key, value in body.items():
+            if not isinstance(value, str | int) or isinstance(value, bool):
+                raise BadRequest(f'"{key}" must be a string or an integer.')
+            options[key] = value
+        return ImageRequest(data, options)
+    shown = mimetype or "none"
+    raise UnsupportedMediaType(
+        f"Content type {shown!r} is not accepted: send multipart/form-data with a field 'image', "
+        'a raw image/jpeg, image/png or image/webp body, or JSON {"image": "<base64>"}.'
+    )
+
+
+def cors_headers(request: flask.Request, settings: Settings) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return {}
+    if "*" in settings.allowed_origins:
+        return {"Access-Control-Allow-Origin": "*"}
+    if origin in settings.allowed_origins:
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {}
+
+
+def _json(body: dict[str, Any], status: int, headers: dict[str, str]) -> flask.Response:
+    response = flask.Response(
+        json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json"
+    )
+    response.headers.update(headers)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def serve(
+    request: flask.Request,
+    settings: Settings,
+    function: str,
+    handle: Callable[[ImageRequest], dict[str, Any]],
+    warmup: Callable[[], dict[str, Any]],
+    model_version: Callable[[], str | None],
+) -> flask.Response:
+    """Run one request through `handle` (POST) or `warmup` (GET ?warmup=1) and answer JSON."""
+    started = time.perf_counter()
+    cors = cors_headers(request, settings)
+    fields: dict[str, Any] = {}
+    if request.method == "OPTIONS":
+        if cors:
+            cors.update(
+                {
+                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                    "Access-Control-Allow-Headers": "Content-Type",
+                    "Access-Control-Max-Age": CORS_MAX_AGE,
+                }
+            )
+        response = flask.Response(status=204, headers=cors)
+        _log(function, request, 204, started, fields, model_version())
+        return response
+    try:
+        if request.method == "GET" and request.args.get("warmup") in ("1", "true"):
+            body, status = warmup(), 200
+        elif request.method == "POST":
+            parsed = parse_image_request(request, settings)
+            parsed.log_fields = fields
+            body, status = handle(parsed), 200
+        else:
+            raise MethodNotAllowed("POST an image to this function; GET ?warmup=1 loads the model.")
+    except DermcamError as exc:
+        body, status = {"error": {"code": exc.code, "message": exc.message}}, exc.status
+        fields["error"] = exc.code
+    except Exception as exc:  # noqa: BLE001 - answer JSON, log the type, never the trace
+        telemetry.log(
+            "ERROR",
+            f"{function} failed",
+            function=function,
+            error_type=type(exc).__name__,
+            error=str(exc)[:300],
+        )
+        body = {"error": {"code": "internal", "message": "The request could not be processed."}}
+        status = 500
+    headers = dict(cors)
+    if status == 405:
+        headers["Allow"] = "GET, POST, OPTIONS"
+    _log(function, request, status, started, fields, model_version())
+    return _json(body, status, headers)
+
+
+def _log(
+    function: str,
+    request: flask.Request,
+    status: int,
+    started: float,
+    fields: dict[str, Any],
+    version: str | None,
+) -> None:
+    memory = telemetry.memory()
+    severity = "ERROR" if status >= 500 else "WARNING" if status >= 400 else "INFO"
+    extra = {}
+    trace = request.headers.get("X-Cloud-Trace-Context", "")
+    if trace:
+        extra["trace_id"] = trace.split("/", 1)[0][:64]
+    telemetry.log(
+        severity,
+        f"{function} {request.method} {status}",
+        function=function,
+        model_version=version,
+        status=status,
+        http_method=request.method,
+        latency_ms=round((time.perf_counter() - started) * 1000, 1),
+        rss_mb=memory["rss_mb"],
+        peak_mb=memory["peak_mb"],
+        **fields,
+        **extra,
+    )

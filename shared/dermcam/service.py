@@ -1,0 +1,241 @@
+"""The path of one request, top to bottom:
+bytes → image → tensor → engine → (probs, A, grads) → cam → PNG → storage → JSON."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from dermcam import cam, imaging, render, telemetry
+from dermcam.cache import ModelCache
+from dermcam.config import Settings
+from dermcam.errors import UnknownMethod, UnknownTarget
+from dermcam.http import ImageRequest
+from dermcam.manifest import Manifest
+from dermcam.storage import HeatmapStore, StorageUnavailable, grid_metadata, heatmap_key
+
+GRID_DECIMALS = 4
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.marks: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.marks[f"{name}_ms"] = round((now - self.last) * 1000, 1)
+        self.last = now
+
+    def summary(self) -> dict[str, float]:
+        return {**self.marks, "total_ms": round((time.perf_counter() - self.started) * 1000, 1)}
+
+
+def resolve_class(spec: Any, manifest: Manifest) -> int:
+    """A class given as an index (int or digits) or a code; never used to build a path."""
+    classes = len(manifest.labels)
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
+        index = int(spec)
+        if 0 <= index < classes:
+            return index
+        raise UnknownTarget(f"Class index {index} is out of range 0..{classes - 1}.")
+    if isinstance(spec, str) and spec.strip() in manifest.codes:
+        return manifest.codes.index(spec.strip())
+    raise UnknownTarget(
+        f"Unknown class; use an index 0..{classes - 1} or one of: {', '.join(manifest.codes)}."
+    )
+
+
+def resolve_method(spec: Any) -> str:
+    method = "gradcam" if spec in (None, "") else spec
+    if method not in cam.METHODS:
+        raise UnknownMethod(f"Unknown method; use one of: {', '.join(cam.METHODS)}.")
+    return method
+
+
+def ranked(manifest: Manifest, probs: np.ndarray) -> list[dict[str, Any]]:
+    order = np.argsort(-probs, kind="stable")
+    return [
+        {
+            "index": int(i),
+            "code": manifest.labels[i].code,
+            "name": manifest.labels[i].name,
+            "probability": round(float(probs[i]), 6),
+        }
+        for i in order
+    ]
+
+
+def _decode(req: ImageRequest, settings: Settings, timer: Timer) -> imaging.DecodedImage:
+    decoded = imaging.decode(req.data, settings.max_pixels)
+    req.log_fields["image"] = decoded.sha256[:12]  # a prefix identifies; never the bytes
+    timer.mark("decode")
+    return decoded
+
+
+def _image_summary(decoded: imaging.DecodedImage) -> dict[str, Any]:
+    return {
+        "sha256": decoded.sha256,
+        "width": decoded.width,
+        "height": decoded.height,
+        "format": decoded.format.lower(),
+    }
+
+
+def predict(model: ModelCache, req: ImageRequest, settings: Settings) -> dict[str, Any]:
+    timer = Timer()
+    decoded = _decode(req, settings, timer)
+    engine = model.get()
+    manifest = engine.manifest
+    tensor = imaging.to_tensor(decoded.image, manifest.height, manifest.width)
+    probs = engine.predict(tensor)
+    timer.mark("inference")
+    predictions = ranked(manifest, probs)
+    req.log_fields["top"] = predictions[0]["code"]
+    return {
+        "model": manifest.summary(),
+        "predictions": predictions,
+        "top": predictions[0],
+        "image": _image_summary(decoded),
+        "timing_ms": timer.summary(),
+    }
+
+
+def gradcam(
+    model: ModelCache, store: HeatmapStore, req: ImageRequest, settings: Settings
+) -> dict[str, Any]:
+    timer = Timer()
+    method = resolve_method(req.options.get("method"))
+    decoded = _decode(req, settings, timer)
+    engine = model.get()
+    manifest = engine.manifest
+    class_spec = req.options.get("class")
+    target = None if class_spec in (None, "") else resolve_class(class_spec, manifest)
+    tensor = imaging.to_tensor(decoded.image, manifest.height, manifest.width)
+    probs = None
+    if target is None:  # default: explain the top class
+        probs = engine.predict(tensor)
+        target = int(np.argmax(probs))
+    key = heatmap_key(manifest.name, manifest.version, method, target, decoded.sha256)
+    width, height = render.heatmap_size(decoded.width, decoded.height)
+
+    storage_error = None
+    stored = None
+    try:
+        stored = store.find(key)
+    except StorageUnavailable as exc:
+        storage_error = str(exc)
+    timer.mark("lookup")
+    cached = stored is not None and "grid" in stored.metadata
+    if cached:
+        grid = np.asarray(json.loads(stored.metadata["grid"]), np.float32)
+        if probs is None:
+            probs = engine.predict(tensor)
+        timer.mark("inference")
+        png = None
+    else:
+        explanation = engine.explain(tensor, target)
+        probs = explanation.probabilities
+        grid = cam.class_map(explanation.activations, explanation.gradients, method)
+        timer.mark("inference")
+        png = render.png_bytes(render.heatmap_rgba(grid, width, height))
+        timer.mark("render")
+        grid = np.round(grid, GRID_DECIMALS)
+        if storage_error is None:
+            try:
+                stored = store.put(
+                    key,
+                    png,
+                    "image/png",
+                    grid_metadata(grid.tolist(), {"method": method, "class": target}),
+                )
+            except StorageUnavailable as exc:
+                storage_error = str(exc)
+            timer.mark("store")
+
+    heatmap: dict[str, Any] = {
+        "width": width,
+        "height": height,
+        "cached": cached,
+        "grid": np.round(grid, GRID_DECIMALS).tolist(),
+    }
+    if stored is not None:
+        heatmap.update(
+            object=stored.object, url=stored.url, expires_at=stored.expires_at, stored=True
+        )
+    else:
+        heatmap.update(
+            object=None,
+            expires_at=None,
+            stored=False,
+            url="data:image/png;base64," + base64.b64encode(png).decode(),
+        )
+        telemetry.log(
+            "WARNING",
+            "heatmap not stored; answered inline",
+            function="gradcam",
+            image=decoded.sha256[:12],
+            reason=storage_error,
+        )
+    if _truthy(req.options.get("composite")):
+        heatmap["composite"] = _composite(store, decoded, grid, key, width, height)
+    req.log_fields.update(
+        target=manifest.labels[target].code,
+        cam_method=method,
+        cached=cached,
+        stored=stored is not None,
+    )
+    predictions = ranked(manifest, probs)
+    return {
+        "model": manifest.summary(),
+        "predictions": predictions,
+        "top": predictions[0],
+        "image": _image_summary(decoded),
+        "target": {
+            "index": target,
+            "code": manifest.labels[target].code,
+            "name": manifest.labels[target].name,
+            "probability": round(float(probs[target]), 6),
+        },
+        "method": method,
+        "heatmap": heatmap,
+        "timing_ms": timer.summary(),
+    }
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
+def _composite(
+    store: HeatmapStore,
+    decoded: imaging.DecodedImage,
+    grid: np.ndarray,
+    key: str,
+    width: int,
+    height: int,
+) -> dict[str, Any]:
+    """The photo with the heatmap laid over it, as a JPEG for reports and downloads. Stored
+    only when asked for: it contains the photo itself."""
+    picture = render.composite(decoded.image, render.heatmap_rgba(grid, width, height))
+    data = render.jpeg_bytes(picture)
+    composite_key = key.removesuffix(".png") + ".composite.jpg"
+    try:
+        stored = store.put(composite_key, data, "image/jpeg")
+        return {
+            "object": stored.object,
+            "url": stored.url,
+            "expires_at": stored.expires_at,
+            "stored": True,
+        }
+    except StorageUnavailable:
+        return {
+            "object": None,
+            "url": "data:image/jpeg;base64," + base64.b64encode(data).decode(),
+            "expires_at": None,
+            "stored": False,
+        }

@@ -1,0 +1,196 @@
+"""Heatmaps in Cloud Storage: content-addressed keys, short timeouts, signed URLs.
+
+The same google-cloud-storage code path runs against the cloud and against the local
+emulator (STORAGE_EMULATOR_HOST). In the cloud, URLs are V4-signed through IAM signBlob with
+the function's own identity (no key file); under the emulator, with a throwaway local key.
+A failing store never fails a request: callers fall back to an inline heatmap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dermcam.config import Settings
+
+PREFIX = "heatmaps"
+_METHOD_SLUGS = {"gradcam": "gradcam", "gradcam++": "gradcampp"}
+
+
+class StorageUnavailable(RuntimeError):
+    """Storage could not be reached or refused the call; the message says why."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    object: str  # gs://bucket/key
+    url: str
+    expires_at: str
+    metadata: dict[str, str]
+
+
+def heatmap_key(model: str, version: str, method: str, class_index: int, sha256: str) -> str:
+    """Object key from validated values only: never from a user's string."""
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError("sha256 must be 64 hex digits")
+    return f"{PREFIX}/{model}/{version}/{_METHOD_SLUGS[method]}/{int(class_index)}/{sha256}.png"
+
+
+def _local_signer() -> Any:
+    """A throwaway service-account key for signing URLs the emulator serves."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from google.oauth2 import service_account
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return service_account.Credentials.from_service_account_info(
+        {
+            "type": "service_account",
+            "project_id": "local",
+            "private_key_id": "local",
+            "private_key": pem,
+            "client_email": "dermcam-local@local.iam.gserviceaccount.com",
+            "client_id": "0",
+            "token_uri": "http://127.0.0.1/unused",
+        }
+    )
+
+
+class HeatmapStore:
+    """One storage client per instance, created on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._client = None
+        self._signer = None
+        self._down_until = 0.0
+
+    @property
+    def emulated(self) -> bool:
+        return bool(self.settings.storage_emulator_host)
+
+    def _call_options(self) -> dict[str, Any]:
+        from google.api_core.retry import Retry
+
+        deadline = self.settings.storage_timeout_s
+        return {
+            "timeout": (2.0, max(1.0, deadline - 2.0)),
+            "retry": Retry(initial=0.2, maximum=1.0, timeout=deadline),
+        }
+
+    def _bucket(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from google.cloud import storage
+
+                if self.emulated:
+                    from google.auth.credentials import AnonymousCredentials
+
+                    self._client = storage.Client(
+                        project="local", credentials=AnonymousCredentials()
+                    )
+                    self._signer = _local_signer()
+                else:
+                    self._client = storage.Client()
+            return self._client.bucket(self.settings.bucket)
+
+    def _guard(self) -> None:
+        if time.monotonic() < self._down_until:
+            raise StorageUnavailable("storage failed moments ago; skipping it for a while")
+
+    def _failed(self, what: str, exc: BaseException) -> StorageUnavailable:
+        # Skip storage for a while, so requests behind a dead store answer fast, inline.
+        self._down_until = time.monotonic() + self.settings.storage_backoff_s
+        return StorageUnavailable(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        import requests
+        from google.api_core import exceptions as api_exceptions
+        from google.auth import exceptions as auth_exceptions
+
+        return (
+            api_exceptions.GoogleAPIError,
+            auth_exceptions.GoogleAuthError,
+            requests.exceptions.RequestException,
+            OSError,
+        )
+
+    def find(self, key: str) -> StoredObject | None:
+        """The stored heatmap with a fresh signed URL, or None when it is not there."""
+        self._guard()
+        try:
+            blob = self._bucket().get_blob(key, **self._call_options())
+            if blob is None:
+                return None
+            return self._describe(blob)
+        except self._errors() as exc:
+            raise self._failed("looking up the heatmap failed", exc) from exc
+
+    def put(
+        self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None
+    ) -> StoredObject:
+        """Upload (private object) and sign a URL for it."""
+        self._guard()
+        try:
+            blob = self._bucket().blob(key)
+            blob.metadata = metadata or {}
+            blob.cache_control = "private, max-age=3600"
+            blob.upload_from_string(data, content_type=content_type, **self._call_options())
+            return self._describe(blob)
+        except self._errors() as exc:
+            raise self._failed("storing the heatmap failed", exc) from exc
+
+    def _describe(self, blob: Any) -> StoredObject:
+        ttl = dt.timedelta(seconds=self.settings.signed_url_ttl)
+        expires = dt.datetime.now(dt.UTC) + ttl
+        return StoredObject(
+            object=f"gs://{self.settings.bucket}/{blob.name}",
+            url=self._sign(blob, ttl),
+            expires_at=expires.isoformat(timespec="seconds"),
+            metadata=dict(blob.metadata or {}),
+        )
+
+    def _sign(self, blob: Any, ttl: dt.timedelta) -> str:
+        if self.emulated:
+            return blob.generate_signed_url(
+                version="v4",
+                expiration=ttl,
+                method="GET",
+                credentials=self._signer,
+                api_access_endpoint=self.settings.storage_emulator_host,
+            )
+        # Cloud: no key file. Sign through IAM with the function's own service account.
+        import google.auth
+        import google.auth.transport.requests
+
+        with self._lock:
+            if self._signer is None:
+                self._signer, _ = google.auth.default(
+                    scopes=["https://www.googleapis.com/auth/cloud-platform"]
+                )
+            if not self._signer.valid:
+                self._signer.refresh(google.auth.transport.requests.Request())
+            email, token = self._signer.service_account_email, self._signer.token
+        return blob.generate_signed_url(
+            version="v4",
+            expiration=ttl,
+            method="GET",
+            service_account_email=email,
+            access_token=token,
+        )
+
+
+def grid_metadata(grid: list[list[float]], extra: dict[str, Any]) -> dict[str, str]:
+    """Custom metadata stored with a heatmap so a cached answer needs no recomputation."""
+    return {
+        "grid": json.dumps(grid, separators=(",", ":")),
+        **{k: json.dumps(v, separators=(",", ":")) for k, v in extra.items()},
+    }

@@ -1,0 +1,350 @@
+"""Both functions as real functions-framework servers over HTTP, storage in fake-gcs-server."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import time
+
+import pytest
+import requests
+from PIL import Image
+
+from conftest import encode
+
+CODES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+
+
+def post_multipart(url, data, filename="lesion.png", **fields):
+    return requests.post(url, files={"image": (filename, data)}, data=fields, timeout=60)
+
+
+def check_prediction_body(body, data_sha=None):
+    assert body["model"] == {"name": "demo", "version": "1", "demo": True}
+    probs = [p["probability"] for p in body["predictions"]]
+    assert probs == sorted(probs, reverse=True)
+    assert sorted(p["code"] for p in body["predictions"]) == CODES
+    assert abs(sum(probs) - 1) < 1e-4
+    assert body["top"] == body["predictions"][0]
+    assert all(p["name"] for p in body["predictions"])
+    if data_sha:
+        assert body["image"]["sha256"] == data_sha
+    assert body["timing_ms"]["total_ms"] > 0
+
+
+def sha(data):
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- predict ---------------------------------------------------------------------------
+
+
+def test_predict_multipart(stack, lesion_png):
+    response = post_multipart(stack.predict_url, lesion_png)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    check_prediction_body(body, sha(lesion_png))
+    assert body["image"]["width"] == 128 and body["image"]["format"] == "png"
+    assert body["top"]["code"] == "mel"  # the fixture draws a melanoma-like lesion
+
+
+def test_predict_raw_body_and_json_agree(stack, lesion_png):
+    raw = requests.post(
+        stack.predict_url, data=lesion_png, headers={"Content-Type": "image/png"}, timeout=60
+    ).json()
+    as_json = requests.post(
+        stack.predict_url, timeout=60, json={"image": base64.b64encode(lesion_png).decode()}
+    ).json()
+    check_prediction_body(raw, sha(lesion_png))
+    assert raw["predictions"] == as_json["predictions"]
+
+
+def test_predict_large_jpeg_photo(stack, photo_jpeg):
+    response = requests.post(
+        stack.predict_url, data=photo_jpeg, headers={"Content-Type": "image/jpeg"}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    assert (response.json()["image"]["width"], response.json()["image"]["height"]) == (4000, 3000)
+
+
+# --- gradcam ---------------------------------------------------------------------------
+
+
+def fetch_png(url):
+    if url.startswith("data:"):
+        return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200, response.text
+    return Image.open(io.BytesIO(response.content))
+
+
+def test_gradcam_default_class_stores_a_heatmap_and_caches_it(stack, lesion_rgb):
+    data = encode(lesion_rgb.rotate(90), "PNG")  # an image no other test uses
+    first = post_multipart(stack.gradcam_url, data)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    check_prediction_body(body, sha(data))
+    assert body["target"]["code"] == body["top"]["code"] and body["method"] == "gradcam"
+    heatmap = body["heatmap"]
+    assert heatmap["stored"] is True and heatmap["cached"] is False
+    assert heatmap["object"].startswith("gs://dermcam-heatmaps/heatmaps/demo/1/gradcam/")
+    assert heatmap["object"].endswith(f"/{body['target']['index']}/{sha(data)}.png")
+    assert "X-Goog-Signature" in heatmap["url"] and heatmap["expires_at"]
+    picture = fetch_png(heatmap["url"])
+    assert picture.format == "PNG" and picture.mode == "RGBA"
+    assert picture.size == (heatmap["width"], heatmap["height"]) == (128, 128)
+    grid = heatmap["grid"]
+    assert (len(grid), len(grid[0])) == (16, 16)
+    assert max(max(row) for row in grid) == 1.0 and min(min(row) for row in grid) >= 0.0
+
+    again = post_multipart(stack.gradcam_url, data).json()
+    assert again["heatmap"]["cached"] is True and again["heatmap"]["stored"] is True
+    assert again["heatmap"]["object"] == heatmap["object"]
+    assert again["heatmap"]["grid"] == grid
+    assert again["predictions"] == body["predictions"]
+    assert fetch_png(again["heatmap"]["url"]).size == (128, 128)
+
+
+def test_gradcam_class_by_code_index_and_method(stack, lesion_png):
+    by_code = post_multipart(stack.gradcam_url, lesion_png, **{"class": "nv"}).json()
+    assert by_code["target"] == {**by_code["target"], "index": 5, "code": "nv"}
+    by_index = requests.post(
+        stack.gradcam_url,
+        timeout=60,
+        json={"image": base64.b64encode(lesion_png).decode(), "class": 5, "method": "gradcam++"},
+    ).json()
+    assert by_index["target"]["code"] == "nv" and by_index["method"] == "gradcam++"
+    assert "/gradcampp/5/" in by_index["heatmap"]["object"]
+    assert by_index["heatmap"]["object"] != by_code["heatmap"]["object"]
+    query = requests.post(
+        f"{stack.gradcam_url}?class=bcc&method=gradcam",
+        data=lesion_png,
+        headers={"Content-Type": "image/png"},
+        timeout=60,
+    ).json()
+    assert query["target"]["code"] == "bcc"
+
+
+def test_heatmap_keeps_the_uploads_aspect_ratio(stack, photo_jpeg):
+    body = requests.post(
+        stack.gradcam_url, data=photo_jpeg, headers={"Content-Type": "image/jpeg"}, timeout=60
+    ).json()
+    assert (body["heatmap"]["width"], body["heatmap"]["height"]) == (512, 384)
+    assert fetch_png(body["heatmap"]["url"]).size == (512, 384)
+
+
+def test_composite_on_request(stack, lesion_png):
+    body = post_multipart(stack.gradcam_url, lesion_png, composite="1").json()
+    composite = body["heatmap"]["composite"]
+    assert composite["stored"] is True and composite["object"].endswith(".composite.jpg")
+    picture = Image.open(io.BytesIO(requests.get(composite["url"], timeout=10).content))
+    assert picture.format == "JPEG" and picture.size == (128, 128)
+
+
+# --- warmup, lazy loading, memory report -------------------------------------------------
+
+
+def test_warmup_reports_model_and_memory(stack):
+    for url in (stack.predict_url, stack.gradcam_url):
+        body = requests.get(url, params={"warmup": "1"}, timeout=60).json()
+        assert body["status"] == "warm" and body["model"]["demo"] is True
+        assert body["load_ms"] > 0 and body["inference_ms"] >= 0
+        memory = body["memory"]
+        assert 10 < memory["rss_mb"] <= memory["peak_mb"] < 1024
+        assert "limit_mb" in memory
+
+
+def test_model_loads_lazily_and_once(single_function, lesion_png):
+    url, _ = single_function("predict", with_storage=False)
+    first = requests.get(url, params={"warmup": "1"}, timeout=60).json()
+    assert first["already_loaded"] is False  # nothing was loaded at import
+    for _ in range(20):
+        assert post_multipart(url, lesion_png).status_code == 200
+    last = requests.get(url, params={"warmup": "true"}, timeout=60).json()
+    assert last["already_loaded"] is True and last["model_loads"] == 1
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", ["predict", "gradcam"])
+@pytest.mark.parametrize(
+    "send, status, code",
+    [
+        (
+            lambda u: requests.post(u, data=b"not an image", headers={"Content-Type": "image/png"}),
+            400,
+            "invalid_image",
+        ),
+        (lambda u: requests.post(u, json={"image": "@@not base64@@"}), 400, "bad_request"),
+        (lambda u: requests.post(u, json={"picture": "x"}), 400, "bad_request"),
+        (
+            lambda u: requests.post(u, data=b"{", headers={"Content-Type": "application/json"}),
+            400,
+            "bad_request",
+        ),
+        (lambda u: requests.post(u, files={"photo": ("a.png", b"x")}), 400, "bad_request"),
+        (lambda u: requests.put(u, data=b"x"), 405, "method_not_allowed"),
+        (lambda u: requests.get(u), 405, "method_not_allowed"),
+        (
+            lambda u: requests.post(
+                u, data=b"x" * (10 * 1024 * 1024 + 10), headers={"Content-Type": "image/jpeg"}
+            ),
+            413,
+            "payload_too_large",
+        ),
+        (
+            lambda u: requests.post(u, data=b"hello", headers={"Content-Type": "text/plain"}),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            lambda u: requests.post(
+                u,
+                data=encode(Image.new("RGB", (20, 20)), "GIF"),
+                headers={"Content-Type": "image/png"},
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+    ],
+)
+def test_bad_requests_get_json_errors(stack, function, send, status, code):
+    response = send(getattr(stack, f"{function}_url"))
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+    assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    "fields, code",
+    [
+        ({"class": "xyz"}, "unknown_class"),
+        ({"class": "7"}, "unknown_class"),
+        ({"class": "../../x"}, "unknown_class"),
+        ({"method": "../../x"}, "unknown_method"),
+        ({"method": "scorecam"}, "unknown_method"),
+    ],
+)
+def test_unknown_class_or_method_is_422(stack, lesion_png, fields, code):
+    response = post_multipart(stack.gradcam_url, lesion_png, **fields)
+    assert response.status_code == 422 and response.json()["error"]["code"] == code
+
+
+def test_missing_model_is_503_then_recovers(single_function, lesion_png, tmp_path, demo_model_dir):
+    import shutil
+
+    model_dir = tmp_path / "model"
+    url, _ = single_function(
+        "predict", env={"DERMCAM_MODEL_DIR": str(model_dir)}, with_storage=False
+    )
+    for attempt in (
+        requests.get(url, params={"warmup": "1"}, timeout=30),
+        post_multipart(url, lesion_png),
+    ):
+        assert attempt.status_code == 503
+        assert attempt.json()["error"]["code"] == "model_unavailable"
+    shutil.copytree(demo_model_dir, model_dir)  # the fault is fixed: no restart needed
+    assert post_multipart(url, lesion_png).status_code == 200
+
+
+# --- CORS ------------------------------------------------------------------------------------
+
+
+def test_cors_allowed_and_refused(single_function, lesion_png):
+    url, _ = single_function(
+        "predict", env={"DERMCAM_ALLOWED_ORIGINS": "https://page.example"}, with_storage=False
+    )
+    allowed = requests.options(
+        url,
+        headers={"Origin": "https://page.example", "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
+    assert allowed.status_code == 204
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://page.example"
+    assert "POST" in allowed.headers["Access-Control-Allow-Methods"]
+    assert allowed.headers["Access-Control-Max-Age"]
+    answer = requests.post(
+        url,
+        files={"image": ("a.png", lesion_png)},
+        headers={"Origin": "https://page.example"},
+        timeout=30,
+    )
+    assert answer.headers["Access-Control-Allow-Origin"] == "https://page.example"
+    error = requests.post(
+        url,
+        data=b"x",
+        headers={"Origin": "https://page.example", "Content-Type": "text/plain"},
+        timeout=10,
+    )
+    assert error.headers["Access-Control-Allow-Origin"] == "https://page.example"
+    refused = requests.options(url, headers={"Origin": "https://evil.example"}, timeout=10)
+    assert "Access-Control-Allow-Origin" not in refused.headers
+    other = requests.post(
+        url,
+        files={"image": ("a.png", lesion_png)},
+        headers={"Origin": "https://evil.example"},
+        timeout=30,
+    )
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+# --- storage faults --------------------------------------------------------------------------
+
+
+def test_storage_frozen_then_killed_gives_inline_heatmaps(single_function, lesion_rgb):
+    url, storage = single_function("gradcam", env={"DERMCAM_STORAGE_BACKOFF_S": "2"})
+    first = encode(lesion_rgb.rotate(180), "PNG")
+    assert post_multipart(url, first).json()["heatmap"]["stored"] is True
+
+    os.killpg(storage.pid, signal.SIGSTOP)  # frozen: connections hang
+    try:
+        started = time.monotonic()
+        body = post_multipart(url, encode(lesion_rgb.rotate(270), "PNG")).json()
+        assert time.monotonic() - started < 10
+        assert body["heatmap"]["stored"] is False and body["heatmap"]["object"] is None
+        assert fetch_png(body["heatmap"]["url"]).mode == "RGBA"
+    finally:
+        os.killpg(storage.pid, signal.SIGCONT)
+    time.sleep(2.5)  # past the back-off: storage is tried again
+    assert post_multipart(url, first).json()["heatmap"]["cached"] is True
+
+    os.killpg(storage.pid, signal.SIGKILL)  # dead: connections refused
+    started = time.monotonic()
+    body = post_multipart(
+        url, encode(lesion_rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "PNG")
+    ).json()
+    assert time.monotonic() - started < 10
+    assert body["heatmap"]["stored"] is False and body["heatmap"]["url"].startswith(
+        "data:image/png"
+    )
+
+
+# --- logs ----------------------------------------------------------------------------------
+
+
+def test_one_structured_log_line_per_request_without_image_bytes(stack, lesion_png):
+    before = stack.log("predict")
+    post_multipart(stack.predict_url, lesion_png)
+    requests.post(
+        stack.predict_url, json={"image": base64.b64encode(lesion_png).decode()}, timeout=30
+    )
+    time.sleep(0.3)
+    new = stack.log("predict")[len(before) :]
+    records = [json.loads(line) for line in new.splitlines() if line.startswith("{")]
+    assert len(records) == 2
+    for record in records:
+        assert record["severity"] == "INFO" and record["function"] == "predict"
+        assert record["status"] == 200 and record["model_version"] == "1"
+        assert record["latency_ms"] > 0 and record["rss_mb"] > 0 and record["peak_mb"] > 0
+        assert record["image"] == sha(lesion_png)[:12]
+    encoded = base64.b64encode(lesion_png).decode()
+    everything = stack.log("predict") + stack.log("gradcam")
+    assert encoded[:40] not in everything and encoded[-40:] not in everything
