@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 REQUIREMENTS := requirements-dev.txt functions/predict/requirements.txt functions/gradcam/requirements.txt
 
-.PHONY: venv test lint run demo bench deploy clean
+.PHONY: venv test lint run demo browser clean
 
 venv: $(STAMP)
 
@@ -21,8 +21,17 @@ $(STAMP): $(REQUIREMENTS)
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: venv lint
+# The browser tests drive Debian's Chromium (Playwright cannot download its own here).
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: venv lint browser
 	$(PY) -m pytest
+
+run: venv
+	$(PY) -m devstack.stack
 
 demo: venv
 	$(PY) -m model_store.demo

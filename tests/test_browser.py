@@ -1,0 +1,140 @@
+"""The page in headless Chromium (Debian's) against the local stack: the user's path."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, encode
+
+pytestmark = pytest.mark.browser
+OUTPUT = ROOT / "test-output" / "browser"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert executable, "Chromium is missing: `make test` installs it (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, stack):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
+    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    page.goto(stack.page_url + "/")
+    yield page
+    context.close()
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def overlay_loaded(page) -> int:
+    page.wait_for_function(
+        "() => { const o = document.getElementById('overlay');"
+        " return !o.hidden && o.complete && o.naturalWidth > 0; }", timeout=30_000)
+    return page.eval_on_selector("#overlay", "o => o.naturalWidth")
+
+
+def test_upload_predict_explain_switch_class_and_recover(page, stack, lesion_rgb, tmp_path):
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    photo = write(tmp_path, "lesion.jpg", encode(lesion_rgb.resize((600, 450)), "JPEG"))
+    page.set_input_files("#file-input", str(photo))
+
+    rows = page.locator("#predictions li")
+    rows.first.wait_for(timeout=30_000)
+    assert rows.count() == 7
+    values = [float(v) for v in page.eval_on_selector_all(
+        "#predictions [data-probability]", "rows => rows.map(r => r.dataset.probability)")]
+    assert values == sorted(values, reverse=True)
+    assert page.locator("#predictions li.top").count() == 1
+    assert page.locator("#demo-banner").is_visible()
+    assert page.locator(".disclaimer").is_visible()
+    assert "demo" in page.locator("#model-info").inner_text()
+
+    assert overlay_loaded(page) == 512  # long side 512, from the storage emulator
+    first_src = page.eval_on_selector("#overlay", "o => o.src")
+    assert first_src.startswith(stack.storage_url)
+    assert page.locator("#predictions li.top button").get_attribute("aria-pressed") == "true"
+    page.screenshot(path=str(OUTPUT / "explained-top-class.png"), full_page=True)
+
+    second = page.locator("#predictions li").nth(3).locator("button")
+    second_code = second.get_attribute("data-code")
+    second.click()
+    page.wait_for_function(
+        "src => document.getElementById('overlay').src !== src", arg=first_src, timeout=30_000)
+    assert overlay_loaded(page) == 512
+    assert page.locator(f"button[data-code={second_code}]").get_attribute("aria-pressed") == "true"
+    assert page.locator("#predictions button[aria-pressed=true]").count() == 1
+
+    page.check("input[value='gradcam++']")
+    page.wait_for_function(
+        "() => document.getElementById('overlay').src.includes('gradcampp')", timeout=30_000)
+    page.fill("#opacity", "30")
+    assert page.eval_on_selector("#overlay", "o => o.style.opacity") == "0.3"
+    page.screenshot(path=str(OUTPUT / "explained-other-class.png"), full_page=True)
+    assert page.console_errors == []
+
+    # A text file dressed up as an image: the server's JSON error is shown, nothing breaks.
+    page.set_input_files("#file-input", str(write(tmp_path, "notes.png", b"just some text")))
+    page.locator("#error").wait_for(state="visible", timeout=30_000)
+    assert "not a JPEG, PNG or WebP" in page.locator("#error-message").inner_text()
+    page.screenshot(path=str(OUTPUT / "error.png"), full_page=True)
+    unexpected = [e for e in page.console_errors if "Failed to load resource" not in e]
+    assert unexpected == []
+
+    page.set_input_files("#file-input", str(photo))
+    page.locator("#error").wait_for(state="hidden", timeout=30_000)
+    rows.first.wait_for(timeout=30_000)
+    assert overlay_loaded(page) == 512
+
+
+def test_phone_width_and_keyboard(page, lesion_rgb, tmp_path):
+    page.set_viewport_size({"width": 360, "height": 780})
+    page.set_input_files("#file-input", str(write(tmp_path, "a.png", encode(lesion_rgb, "PNG"))))
+    overlay_loaded(page)
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 360, f"the page scrolls sideways on a phone ({width}px)"
+    page.screenshot(path=str(OUTPUT / "phone.png"), full_page=True)
+    # Every class button is reachable and works from the keyboard.
+    button = page.locator("#predictions li").nth(1).locator("button")
+    button.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#predictions li:nth-child(2) button')"
+        ".getAttribute('aria-pressed') === 'true'", timeout=30_000)
+    overlay_loaded(page)
+    assert page.console_errors == []
+
+
+def test_predict_only_mode_without_gradcam_url(browser, stack, lesion_rgb, tmp_path):
+    context = browser.new_context()
+    page = context.new_page()
+    page.route("**/config.js", lambda route: route.fulfill(
+        content_type="text/javascript",
+        body=f'window.DERMCAM_CONFIG = {{predictUrl: "{stack.predict_url}", gradcamUrl: ""}};'))
+    page.goto(stack.page_url + "/")
+    assert page.locator("#predict-only").is_visible()
+    page.set_input_files("#file-input", str(write(tmp_path, "a.png", encode(lesion_rgb, "PNG"))))
+    page.locator("#predictions li").first.wait_for(timeout=30_000)
+    assert page.locator("#predictions button").count() == 0
+    assert page.locator("#overlay").is_hidden()
+    context.close()
