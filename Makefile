@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 REQUIREMENTS := requirements-dev.txt functions/predict/requirements.txt functions/gradcam/requirements.txt
 
-.PHONY: venv test lint run demo browser clean
+.PHONY: venv test lint run demo browser deploy clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ test: venv lint browser
 
 run: venv
 	$(PY) -m devstack.stack
+
+# make deploy ARGS="--project my-project [--dry-run] ..."; see ./deploy.sh --help
+deploy:
+	./deploy.sh $(ARGS)
 
 demo: venv
 	$(PY) -m model_store.demo

@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# Deploy dermcam to Google Cloud: both functions (Cloud Functions gen2), a private heatmap
+# bucket with a lifecycle rule, one least-privilege service account per function, Cloud
+# Scheduler warmups, and the static page. Idempotent: a rerun updates what exists.
+#
+#   ./deploy.sh --project my-project [options]        (make deploy ARGS="--project ...")
+#   ./deploy.sh --project my-project --dry-run         print every command, run none
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+PROJECT=""
+REGION="europe-west1"
+MODEL_DIR="$ROOT/model_store/models/demo/1"
+BUCKET=""
+PAGE_BUCKET=""
+# Tiers measured by bench (make bench) for the demo model; see bench/results.md.
+PREDICT_MEMORY="256Mi"
+GRADCAM_MEMORY="256Mi"
+ORIGIN=""
+ACCESS="public"
+SCHEDULE="*/5 * * * *"
+HEATMAP_DAYS=7
+URL_TTL=900
+MAX_INSTANCES=10
+MIN_INSTANCES=0
+CONCURRENCY=1
+DRY_RUN=0
+ENABLE_APIS=0
+BUILD_DIR="${DERMCAM_BUILD_DIR:-$ROOT/build}"
+RUNTIME="python312"
+APIS=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
+      artifactregistry.googleapis.com cloudscheduler.googleapis.com storage.googleapis.com
+      iam.googleapis.com iamcredentials.googleapis.com)
+
+usage() {
+  cat <<EOF
+Usage: ./deploy.sh --project PROJECT [options]
+
+  --project ID           Google Cloud project (required)
+  --region REGION        region for functions, buckets and schedulers [$REGION]
+  --model-dir DIR        exported model directory [model_store/models/demo/1]
+  --bucket NAME          private heatmap bucket [PROJECT-dermcam-heatmaps]
+  --page-bucket NAME     public bucket for the static page, or 'none' [PROJECT-dermcam-page]
+  --predict-memory SIZE  memory tier of predict, at most 512Mi [$PREDICT_MEMORY]
+  --gradcam-memory SIZE  memory tier of gradcam, at most 512Mi [$GRADCAM_MEMORY]
+  --origin URL           page origin allowed by CORS [https://storage.googleapis.com]
+  --public | --private   who may call the functions [public: the page calls them]
+  --schedule CRON        warmup schedule, or 'none' to skip schedulers [$SCHEDULE]
+  --min-instances N      keep N instances warm instead of (or besides) warmup pings [$MIN_INSTANCES]
+  --max-instances N      [$MAX_INSTANCES]
+  --concurrency N        requests per instance; >1 needs a whole vCPU [$CONCURRENCY]
+  --heatmap-days N       delete heatmaps after N days [$HEATMAP_DAYS]
+  --url-ttl SECONDS      lifetime of signed heatmap URLs [$URL_TTL]
+  --enable-apis          enable missing Google APIs instead of stopping
+  --dry-run              print every command that would run, run none
+EOF
+}
+
+die() { echo "deploy.sh: $*" >&2; exit 1; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --project) PROJECT="$2"; shift 2 ;;
+    --region) REGION="$2"; shift 2 ;;
+    --model-dir) MODEL_DIR="$2"; shift 2 ;;
+    --bucket) BUCKET="$2"; shift 2 ;;
+    --page-bucket) PAGE_BUCKET="$2"; shift 2 ;;
+    --predict-memory) PREDICT_MEMORY="$2"; shift 2 ;;
+    --gradcam-memory) GRADCAM_MEMORY="$2"; shift 2 ;;
+    --origin) ORIGIN="$2"; shift 2 ;;
+    --public) ACCESS="public"; shift ;;
+    --private) ACCESS="private"; shift ;;
+    --schedule) SCHEDULE="$2"; shift 2 ;;
+    --min-instances) MIN_INSTANCES="$2"; shift 2 ;;
+    --max-instances) MAX_INSTANCES="$2"; shift 2 ;;
+    --concurrency) CONCURRENCY="$2"; shift 2 ;;
+    --heatmap-days) HEATMAP_DAYS="$2"; shift 2 ;;
+    --url-ttl) URL_TTL="$2"; shift 2 ;;
+    --enable-apis) ENABLE_APIS=1; shift ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option: $1" ;;
+  esac
+done
+
+[[ -n "$PROJECT" ]] || { usage >&2; die "--project is required"; }
+BUCKET="${BUCKET:-$PROJECT-dermcam-heatmaps}"
+PAGE_BUCKET="${PAGE_BUCKET:-$PROJECT-dermcam-page}"
+ORIGIN="${ORIGIN:-https://storage.googleapis.com}"
+[[ -f "$MODEL_DIR/manifest.json" ]] || die "no manifest.json in $MODEL_DIR (export a model first)"
+for tier in "$PREDICT_MEMORY" "$GRADCAM_MEMORY"; do
+  case "$tier" in
+    128Mi|256Mi|512Mi) ;;
+    *) die "memory tier $tier: dermcam stays at 512Mi or below (128Mi, 256Mi, 512Mi)" ;;
+  esac
+done
+[[ "$HEATMAP_DAYS" =~ ^[0-9]+$ && "$HEATMAP_DAYS" -ge 1 ]] || die "--heatmap-days must be >= 1"
+
+PREDICT_SA="dermcam-predict@$PROJECT.iam.gserviceaccount.com"
+GRADCAM_SA="dermcam-gradcam@$PROJECT.iam.gserviceaccount.com"
+SCHEDULER_SA="dermcam-scheduler@$PROJECT.iam.gserviceaccount.com"
+
+# run CMD...: print it; run it unless --dry-run.
+run() {
+  printf '+ %s\n' "$(printf '%q ' "$@")"
+  [[ "$DRY_RUN" == 1 ]] || "$@"
+}
+
+# exists CMD...: whether a describe call succeeds (quietly). In a dry run nothing exists.
+exists() {
+  if [[ "$DRY_RUN" == 1 ]]; then
+    printf '+ %s  # (dry run: assumed missing)\n' "$(printf '%q ' "$@")"
+    return 1
+  fi
+  "$@" >/dev/null 2>&1
+}
+
+preflight() {
+  command -v gcloud >/dev/null || die "gcloud is not installed: https://cloud.google.com/sdk/docs/install"
+  local account
+  account="$(gcloud auth list --filter=status:ACTIVE --format='value(account)' 2>/dev/null || true)"
+  [[ -n "$account" ]] || die "gcloud is not logged in: run 'gcloud auth login'"
+  local enabled missing=()
+  enabled="$(gcloud services list --enabled --project "$PROJECT" --format='value(config.name)')" \
+    || die "cannot list the APIs of project $PROJECT (does it exist, may $account use it?)"
+  for api in "${APIS[@]}"; do
+    grep -qx "$api" <<<"$enabled" || missing+=("$api")
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    if [[ "$ENABLE_APIS" == 1 ]]; then
+      run gcloud services enable "${missing[@]}" --project "$PROJECT"
+    else
+      die "required APIs are disabled: ${missing[*]}. Enable them with:
+  gcloud services enable ${missing[*]} --project $PROJECT
+or rerun with --enable-apis."
+    fi
+  fi
+  echo "deploying as $account to $PROJECT ($REGION)"
+}
+
+# stage NAME ARTIFACT: a folder Cloud Functions can build as it is.
+stage() {
+  local name="$1" artifact="$2" dir="$BUILD_DIR/$1"
+  echo "staging $dir"
+  rm -rf "$dir"
+  mkdir -p "$dir/model"
+  cp "$ROOT/functions/$name/main.py" "$ROOT/functions/$name/requirements.txt" "$dir/"
+  # The core package without the Keras reference engine: TensorFlow never runs in a function.
+  cp -r "$ROOT/shared/dermcam" "$dir/dermcam"
+  rm -rf "$dir/dermcam/keras_engine.py" "$dir/dermcam/__pycache__"
+  cp "$MODEL_DIR/manifest.json" "$MODEL_DIR/$artifact.tflite" "$dir/model/"
+}
+
+ensure_service_account() {
+  local id="$1" email="$1@$PROJECT.iam.gserviceaccount.com"
+  exists gcloud iam service-accounts describe "$email" --project "$PROJECT" ||
+    run gcloud iam service-accounts create "$id" --project "$PROJECT" \
+      --display-name "dermcam $id"
+}
+
+ensure_bucket() {
+  local tmp
+  tmp="$(mktemp -d)"
+  cat >"$tmp/lifecycle.json" <<EOF
+{"rule": [{"action": {"type": "Delete"}, "condition": {"age": $HEATMAP_DAYS, "matchesPrefix": ["heatmaps/"]}}]}
+EOF
+  cat >"$tmp/cors.json" <<EOF
+[{"origin": ["$ORIGIN"], "method": ["GET"], "responseHeader": ["Content-Type"], "maxAgeSeconds": 3600}]
+EOF
+  if ! exists gcloud storage buckets describe "gs://$BUCKET" --project "$PROJECT"; then
+    run gcloud storage buckets create "gs://$BUCKET" --project "$PROJECT" --location "$REGION" \
+      --uniform-bucket-level-access --public-access-prevention
+  fi
+  # Applied on every run, so a rerun repairs drift: private, uniform, lifecycle, page CORS.
+  run gcloud storage buckets update "gs://$BUCKET" --project "$PROJECT" \
+    --uniform-bucket-level-access --public-access-prevention \
+    --lifecycle-file "$tmp/lifecycle.json" --cors-file "$tmp/cors.json"
+  rm -rf "$tmp"
+}
+
+grant_identities() {
+  ensure_service_account dermcam-predict   # predict: no storage access at all
+  ensure_service_account dermcam-gradcam
+  run gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" --project "$PROJECT" \
+    --member "serviceAccount:$GRADCAM_SA" --role roles/storage.objectCreator
+  run gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" --project "$PROJECT" \
+    --member "serviceAccount:$GRADCAM_SA" --role roles/storage.objectViewer
+  # V4 signing without a key file goes through IAM signBlob on the function's own account.
+  run gcloud iam service-accounts add-iam-policy-binding "$GRADCAM_SA" --project "$PROJECT" \
+    --member "serviceAccount:$GRADCAM_SA" --role roles/iam.serviceAccountTokenCreator
+}
+
+deploy_function() {
+  local name="$1" memory="$2" account="$3" env="$4" access_flag
+  if [[ "$ACCESS" == public ]]; then access_flag="--allow-unauthenticated"
+  else access_flag="--no-allow-unauthenticated"; fi
+  run gcloud functions deploy "dermcam-$name" --gen2 --project "$PROJECT" --region "$REGION" \
+    --runtime "$RUNTIME" --source "$BUILD_DIR/$name" --entry-point "$name" --trigger-http \
+    "$access_flag" --memory "$memory" --concurrency "$CONCURRENCY" \
+    --max-instances "$MAX_INSTANCES" --min-instances "$MIN_INSTANCES" \
+    --service-account "$account" --set-env-vars "^##^$env"
+}
+
+function_url() {
+  if [[ "$DRY_RUN" == 1 ]]; then
+    printf '+ gcloud functions describe dermcam-%s ...  # (dry run)\n' "$1" >&2
+    echo "https://dermcam-$1.example.invalid"
+    return
+  fi
+  gcloud functions describe "dermcam-$1" --gen2 --project "$PROJECT" --region "$REGION" \
+    --format='value(serviceConfig.uri)'
+}
+
+schedule_warmup() {
+  local name="$1" url="$2" job="dermcam-$1-warmup" verb=create auth=()
+  if [[ "$ACCESS" == private ]]; then
+    auth=(--oidc-service-account-email "$SCHEDULER_SA" --oidc-token-audience "$url")
+  fi
+  exists gcloud scheduler jobs describe "$job" --project "$PROJECT" --location "$REGION" && verb=update
+  run gcloud scheduler jobs "$verb" http "$job" --project "$PROJECT" --location "$REGION" \
+    --schedule "$SCHEDULE" --uri "$url?warmup=1" --http-method GET \
+    --attempt-deadline 60s "${auth[@]}"
+}
+
+publish_page() {
+  local predict_url="$1" gradcam_url="$2" tmp
+  if [[ "$PAGE_BUCKET" == none ]]; then
+    echo "page: serve frontend/ from any static host with this config.js:"
+    printf 'window.DERMCAM_CONFIG = {"predictUrl": "%s", "gradcamUrl": "%s"};\n' \
+      "$predict_url" "$gradcam_url"
+    return
+  fi
+  tmp="$(mktemp -d)"
+  cp -r "$ROOT/frontend/." "$tmp/"
+  printf 'window.DERMCAM_CONFIG = {"predictUrl": "%s", "gradcamUrl": "%s"};\n' \
+    "$predict_url" "$gradcam_url" >"$tmp/config.js"
+  if ! exists gcloud storage buckets describe "gs://$PAGE_BUCKET" --project "$PROJECT"; then
+    run gcloud storage buckets create "gs://$PAGE_BUCKET" --project "$PROJECT" \
+      --location "$REGION" --uniform-bucket-level-access
+  fi
+  run gcloud storage buckets update "gs://$PAGE_BUCKET" --project "$PROJECT" \
+    --web-main-page-suffix index.html
+  # The page bucket holds only the static page (no patient data); it is public by design.
+  run gcloud storage buckets add-iam-policy-binding "gs://$PAGE_BUCKET" --project "$PROJECT" \
+    --member allUsers --role roles/storage.objectViewer
+  run gcloud storage cp --recursive --cache-control "no-cache" "$tmp/*" "gs://$PAGE_BUCKET/"
+  rm -rf "$tmp"
+  echo "page: https://storage.googleapis.com/$PAGE_BUCKET/index.html"
+}
+
+main() {
+  if [[ "$DRY_RUN" == 1 ]]; then echo "dry run: nothing below is executed"; else preflight; fi
+  stage predict predict
+  stage gradcam gradcam
+  ensure_bucket
+  grant_identities
+  # The staged model sits beside the package (build/<name>/model): the default model dir.
+  local common="DERMCAM_ALLOWED_ORIGINS=$ORIGIN##DERMCAM_NUM_THREADS=1"
+  deploy_function predict "$PREDICT_MEMORY" "$PREDICT_SA" "$common"
+  deploy_function gradcam "$GRADCAM_MEMORY" "$GRADCAM_SA" \
+    "$common##DERMCAM_BUCKET=$BUCKET##DERMCAM_SIGNED_URL_TTL=$URL_TTL"
+  local predict_url gradcam_url
+  predict_url="$(function_url predict)"
+  gradcam_url="$(function_url gradcam)"
+  if [[ "$SCHEDULE" != none ]]; then
+    if [[ "$ACCESS" == private ]]; then
+      ensure_service_account dermcam-scheduler
+      for name in predict gradcam; do
+        run gcloud functions add-invoker-policy-binding "dermcam-$name" --project "$PROJECT" \
+          --region "$REGION" --member "serviceAccount:$SCHEDULER_SA"
+      done
+    fi
+    schedule_warmup predict "$predict_url"
+    schedule_warmup gradcam "$gradcam_url"
+  else
+    echo "no warmup schedule: set --min-instances 1 to keep an instance warm instead"
+  fi
+  publish_page "$predict_url" "$gradcam_url"
+  echo "predict: $predict_url"
+  echo "gradcam: $gradcam_url"
+}
+
+main
