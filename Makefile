@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 REQUIREMENTS := requirements-dev.txt functions/predict/requirements.txt functions/gradcam/requirements.txt
 
-.PHONY: venv test lint run demo browser deploy clean
+.PHONY: venv runtime test lint run demo bench fitcheck browser deploy clean
 
 venv: $(STAMP)
 
@@ -17,6 +17,25 @@ $(STAMP): $(REQUIREMENTS)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	printf '%s\n' "$(CURDIR)/shared" "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dermcam-dev.pth"
 	touch $@
+
+# The functions' runtime alone (no TensorFlow, no test tools), as Cloud Functions installs
+# it: benchmarks and fit checks measure the servers in this one.
+RUNTIME_VENV := .venv-runtime
+RUNTIME_STAMP := $(RUNTIME_VENV)/.deps-stamp
+runtime: $(RUNTIME_STAMP)
+$(RUNTIME_STAMP): functions/predict/requirements.txt functions/gradcam/requirements.txt
+	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install --quiet --disable-pip-version-check -r functions/predict/requirements.txt -r functions/gradcam/requirements.txt
+	printf '%s\n' "$(CURDIR)/shared" > "$$($(RUNTIME_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dermcam.pth"
+	touch $@
+
+# Every model × function × engine × memory tier; writes bench/results.md (about 30 minutes).
+bench: venv runtime
+	$(PY) -m bench.run $(ARGS)
+
+# make fitcheck MODEL=model_store/models/mymodel/1
+fitcheck: venv runtime
+	$(PY) -m model_store.fitcheck $(or $(MODEL),model_store/models/demo/1)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -41,4 +60,4 @@ demo: venv
 	$(PY) -m model_store.demo
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .ruff_cache test-output
+	rm -rf $(VENV) $(RUNTIME_VENV) build .pytest_cache .ruff_cache test-output

@@ -256,7 +256,8 @@ main() {
   ensure_bucket
   grant_identities
   # The staged model sits beside the package (build/<name>/model): the default model dir.
-  local common="DERMCAM_ALLOWED_ORIGINS=$ORIGIN##DERMCAM_NUM_THREADS=1"
+  # THREADS: gunicorn threads of functions-framework, one per concurrent request allowed.
+  local common="DERMCAM_ALLOWED_ORIGINS=$ORIGIN##DERMCAM_NUM_THREADS=1##THREADS=$CONCURRENCY"
   deploy_function predict "$PREDICT_MEMORY" "$PREDICT_SA" "$common"
   deploy_function gradcam "$GRADCAM_MEMORY" "$GRADCAM_SA" \
     "$common##DERMCAM_BUCKET=$BUCKET##DERMCAM_SIGNED_URL_TTL=$URL_TTL"

@@ -276,6 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="do not copy the Keras model beside the artifacts "
         "(the reference engine then cannot run)",
     )
+    parser.add_argument(
+        "--no-fitcheck",
+        action="store_true",
+        help="skip the memory-tier fit check that follows the export",
+    )
     args = parser.parse_args(argv)
     try:
         model = load_keras_model(args.model)
@@ -297,6 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     sizes = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in manifest["artifacts"].items())
     print(f"wrote {args.out}: {sizes}")
+    if not args.no_fitcheck:
+        from model_store import fitcheck
+
+        print("fit check (real servers in memory-limited cgroups; takes a minute):", flush=True)
+        print(fitcheck.describe(fitcheck.check_with_storage(args.out)))
     return 0
 
 

@@ -12,8 +12,13 @@ from conftest import ROOT, encode
 pytestmark = pytest.mark.browser
 OUTPUT = ROOT / "test-output" / "browser"
 CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -50,7 +55,9 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 def overlay_loaded(page) -> int:
     page.wait_for_function(
         "() => { const o = document.getElementById('overlay');"
-        " return !o.hidden && o.complete && o.naturalWidth > 0; }", timeout=30_000)
+        " return !o.hidden && o.complete && o.naturalWidth > 0; }",
+        timeout=30_000,
+    )
     return page.eval_on_selector("#overlay", "o => o.naturalWidth")
 
 
@@ -62,8 +69,12 @@ def test_upload_predict_explain_switch_class_and_recover(page, stack, lesion_rgb
     rows = page.locator("#predictions li")
     rows.first.wait_for(timeout=30_000)
     assert rows.count() == 7
-    values = [float(v) for v in page.eval_on_selector_all(
-        "#predictions [data-probability]", "rows => rows.map(r => r.dataset.probability)")]
+    values = [
+        float(v)
+        for v in page.eval_on_selector_all(
+            "#predictions [data-probability]", "rows => rows.map(r => r.dataset.probability)"
+        )
+    ]
     assert values == sorted(values, reverse=True)
     assert page.locator("#predictions li.top").count() == 1
     assert page.locator("#demo-banner").is_visible()
@@ -80,14 +91,16 @@ def test_upload_predict_explain_switch_class_and_recover(page, stack, lesion_rgb
     second_code = second.get_attribute("data-code")
     second.click()
     page.wait_for_function(
-        "src => document.getElementById('overlay').src !== src", arg=first_src, timeout=30_000)
+        "src => document.getElementById('overlay').src !== src", arg=first_src, timeout=30_000
+    )
     assert overlay_loaded(page) == 512
     assert page.locator(f"button[data-code={second_code}]").get_attribute("aria-pressed") == "true"
     assert page.locator("#predictions button[aria-pressed=true]").count() == 1
 
     page.check("input[value='gradcam++']")
     page.wait_for_function(
-        "() => document.getElementById('overlay').src.includes('gradcampp')", timeout=30_000)
+        "() => document.getElementById('overlay').src.includes('gradcampp')", timeout=30_000
+    )
     page.fill("#opacity", "30")
     assert page.eval_on_selector("#overlay", "o => o.style.opacity") == "0.3"
     page.screenshot(path=str(OUTPUT / "explained-other-class.png"), full_page=True)
@@ -120,7 +133,9 @@ def test_phone_width_and_keyboard(page, lesion_rgb, tmp_path):
     page.keyboard.press("Enter")
     page.wait_for_function(
         "() => document.querySelector('#predictions li:nth-child(2) button')"
-        ".getAttribute('aria-pressed') === 'true'", timeout=30_000)
+        ".getAttribute('aria-pressed') === 'true'",
+        timeout=30_000,
+    )
     overlay_loaded(page)
     assert page.console_errors == []
 
@@ -128,9 +143,13 @@ def test_phone_width_and_keyboard(page, lesion_rgb, tmp_path):
 def test_predict_only_mode_without_gradcam_url(browser, stack, lesion_rgb, tmp_path):
     context = browser.new_context()
     page = context.new_page()
-    page.route("**/config.js", lambda route: route.fulfill(
-        content_type="text/javascript",
-        body=f'window.DERMCAM_CONFIG = {{predictUrl: "{stack.predict_url}", gradcamUrl: ""}};'))
+    page.route(
+        "**/config.js",
+        lambda route: route.fulfill(
+            content_type="text/javascript",
+            body=f'window.DERMCAM_CONFIG = {{predictUrl: "{stack.predict_url}", gradcamUrl: ""}};',
+        ),
+    )
     page.goto(stack.page_url + "/")
     assert page.locator("#predict-only").is_visible()
     page.set_input_files("#file-input", str(write(tmp_path, "a.png", encode(lesion_rgb, "PNG"))))

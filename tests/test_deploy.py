@@ -88,6 +88,7 @@ def test_full_deploy(deploy):
     gradcam_env = flag(deploys["dermcam-gradcam"], "--set-env-vars")
     assert "DERMCAM_BUCKET=proj-dermcam-heatmaps" in gradcam_env
     assert "DERMCAM_SIGNED_URL_TTL=900" in gradcam_env
+    assert "THREADS=1" in gradcam_env.split("##")
 
     create = find(calls, "buckets", "create", "gs://proj-dermcam-heatmaps")[0]
     assert "--public-access-prevention" in create["args"]

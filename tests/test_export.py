@@ -188,6 +188,7 @@ def test_cli_exports_a_keras_file(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "target layer: late (chosen automatically)" in printed
+    assert "predict: fits " in printed and "gradcam: fits " in printed
     engine = LiteRTEngine(str(tmp_path / "out"))
     assert engine.manifest.version == "3" and engine.manifest.codes == ["x", "y", "z"]
     assert (tmp_path / "out" / "model.keras").is_file()

@@ -1,0 +1,204 @@
+"""Turns bench results into bench/results.md and the README's headline table."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from model_store.fitcheck import BASELINE_MB, SLOWDOWN_LIMIT
+
+TARGETS = """\
+Targets (from the issue; figures above, not timed tests):
+EfficientNetB0-class predict fits 128 MiB, gradcam 256 MiB (stretch 128); ResNet50-class both
+fit 512 MiB with p50 unchanged (stretch 256); cold start ≤ 1.0 s for EfficientNetB0; warm p50
+(one thread, storage excluded) predict ≤ 20 ms small PNG and ≤ 80 ms 12-MP JPEG, gradcam
+≤ 40 ms small PNG; ≥ 10× better than the TensorFlow engine on memory × time."""
+
+
+def _fmt(value, digits: int = 0) -> str:  # noqa: ANN001
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _p50(row: dict, kind: str, key: str = "latency_ms") -> float | None:
+    return (row.get(key, {}).get(kind) or {}).get("p50")
+
+
+def fits(row: dict, baseline: dict | None) -> bool:
+    if row["cold_start_s"] is None or row["oom_kills"] or row["errors"]:
+        return False
+    p50, base = _p50(row, "all"), _p50(baseline or {}, "all")
+    return p50 is not None and (base is None or p50 <= SLOWDOWN_LIMIT * base)
+
+
+def one_line(row: dict) -> str:
+    return (
+        f"{row['model']:>15} {row['function']:>8} {row['engine']:>7} {row['limit_mb']:>5} MiB:"
+        f" cold {_fmt(row['cold_start_s'], 2)} s, peak {_fmt(row['peak_mb'])} MiB,"
+        f" OOM {row['oom_kills']}, errors {row['errors']},"
+        f" p50 small {_fmt(_p50(row, 'small'), 1)} ms, large {_fmt(_p50(row, 'large'), 1)} ms"
+        f"{' (' + row['note'] + ')' if row['note'] else ''}"
+    )
+
+
+def _groups(results: dict) -> dict:
+    groups = defaultdict(dict)
+    for row in results["runs"]:
+        groups[(row["model"], row["function"], row["engine"])][row["limit_mb"]] = row
+    return groups
+
+
+def summary(results: dict) -> list[dict]:
+    rows = []
+    for (model, function, engine), by_tier in _groups(results).items():
+        baseline = by_tier.get(BASELINE_MB)
+        tier = next(
+            (t for t in sorted(by_tier) if t != BASELINE_MB and fits(by_tier[t], baseline)), None
+        )
+        held = by_tier.get(tier) if tier else None
+        p50_all = _p50(held, "all") if held else None
+        rows.append(
+            {
+                "model": model,
+                "function": function,
+                "engine": engine,
+                "tier_mb": tier,
+                "peak_mb": baseline["peak_mb"] if baseline else None,
+                "cold_start_s": baseline["cold_start_s"] if baseline else None,
+                "p50_small_ms": _p50(baseline, "small") if baseline else None,
+                "p50_large_ms": _p50(baseline, "large") if baseline else None,
+                "compute_small_ms": _p50(baseline, "small", "compute_ms") if baseline else None,
+                # Cloud Functions bills memory by instance time: tier × busy seconds, concurrency 1.
+                "gb_s_per_1000": round(tier / 1024 * p50_all, 2) if tier and p50_all else None,
+            }
+        )
+    return rows
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    by_key = {(r["model"], r["function"], r["engine"]): r for r in rows}
+    out = []
+    for (model, function, engine), lite in by_key.items():
+        tf = by_key.get((model, function, "keras"))
+        if engine != "litert" or not tf:
+            continue
+
+        def ratio(key: str, lite=lite, tf=tf) -> float | None:  # noqa: ANN001
+            a, b = lite.get(key), tf.get(key)
+            return round(b / a, 1) if a and b else None
+
+        mt = None
+        if lite["peak_mb"] and tf["peak_mb"] and lite["p50_small_ms"] and tf["p50_small_ms"]:
+            mt = round(
+                tf["peak_mb"] * tf["p50_small_ms"] / (lite["peak_mb"] * lite["p50_small_ms"]), 1
+            )
+        out.append(
+            {
+                "model": model,
+                "function": function,
+                "memory": ratio("peak_mb"),
+                "cold_start": ratio("cold_start_s"),
+                "latency": ratio("p50_small_ms"),
+                "memory_x_time": mt,
+            }
+        )
+    return out
+
+
+def headline(results: dict) -> str:
+    lines = [
+        "| model | function | engine | smallest tier that fits | peak at 2 GiB (MiB) | "
+        "cold start (s) | p50 small PNG (ms) | p50 12-MP JPEG (ms) | GB-s / 1000 req |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary(results):
+        tier = f"{r['tier_mb']} MiB" if r["tier_mb"] else "none ≤ 512 MiB"
+        lines.append(
+            f"| {r['model']} | {r['function']} | {r['engine']} | {tier} | "
+            f"{_fmt(r['peak_mb'])} | {_fmt(r['cold_start_s'], 2)} | "
+            f"{_fmt(r['p50_small_ms'], 1)} | {_fmt(r['p50_large_ms'], 1)} | "
+            f"{_fmt(r['gb_s_per_1000'], 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    parts = [
+        "# dermcam benchmark results",
+        "",
+        f"Measured {results['date']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}, "
+        f"kernel {m['kernel']}. Memory limits: "
+        + (
+            "cgroup v1 memory groups (limit = memsw limit), page cache dropped before each cold "
+            "start."
+            if m["cgroup_v1"]
+            else "NO cgroup available: peaks are process RSS."
+        )
+        + f" {results['warm_requests']} warm requests per run, two in three a distinct small PNG "
+        "(256 px), one in three a distinct 4000×3000 JPEG. Generated by `make bench` "
+        "(`python -m bench.run`); the same numbers are in results.json.",
+        "",
+        "A function *fits* a tier when it had no OOM kill, every request answered 200 and its "
+        f"p50 stayed within {SLOWDOWN_LIMIT}× of the unconstrained {BASELINE_MB} MiB run. "
+        "Peak is the group's `memory.max_usage_in_bytes` (all processes of the server, page "
+        "cache included). GB-s / 1000 requests = smallest fitting tier × p50 latency × 1000.",
+        "",
+        "## Summary",
+        "",
+        headline(results),
+        "",
+        "## TensorFlow engine ÷ LiteRT engine (same run, 2 GiB runs; higher is better for LiteRT)",
+        "",
+        "| model | function | peak memory | cold start | p50 (small) | memory × time |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in ratios(summary(results)):
+        parts.append(
+            f"| {r['model']} | {r['function']} | {_fmt(r['memory'], 1)}× | "
+            f"{_fmt(r['cold_start'], 1)}× | {_fmt(r['latency'], 1)}× | "
+            f"{_fmt(r['memory_x_time'], 1)}× |"
+        )
+    parts += [
+        "",
+        "## Every run",
+        "",
+        "| model | function | engine | limit MiB | cold start s | peak MiB | anon MiB "
+        "(end) | OOM kills | errors | p50/p95 small ms | p50/p95 large ms | "
+        "compute p50 small/large ms | fits |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups = _groups(results)
+    for (model, function, engine), by_tier in groups.items():
+        baseline = by_tier.get(BASELINE_MB)
+        for limit in sorted(by_tier):
+            r = by_tier[limit]
+            small, large = r["latency_ms"].get("small") or {}, r["latency_ms"].get("large") or {}
+            parts.append(
+                f"| {model} | {function} | {engine} | {limit} | {_fmt(r['cold_start_s'], 2)} | "
+                f"{_fmt(r['peak_mb'])} | {_fmt(r['anon_mb'])} | {r['oom_kills']} | "
+                f"{r['errors']}/{r['requests']} | {_fmt(small.get('p50'), 1)}/"
+                f"{_fmt(small.get('p95'), 1)} | {_fmt(large.get('p50'), 1)}/"
+                f"{_fmt(large.get('p95'), 1)} | {_fmt(_p50(r, 'small', 'compute_ms'), 1)}/"
+                f"{_fmt(_p50(r, 'large', 'compute_ms'), 1)} | "
+                f"{'yes' if limit != BASELINE_MB and fits(r, baseline) else '–'} |"
+            )
+    if results.get("quantization"):
+        parts += [
+            "",
+            "## Quantisation (LiteRT, 2 GiB runs, against float32 of the same model)",
+            "",
+            "| model | quantisation | artifacts MB (float32) | top-1 agreement | "
+            "heatmap r median (min) | predict peak MiB / p50 ms | "
+            "gradcam peak MiB / p50 ms |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for q in results["quantization"]:
+            parts.append(
+                f"| {q['model']} | {q['quantization']} | {q['size_mb']} ({q['float32_size_mb']})"
+                f" | {q['top1_agreement']} | {q['cam_r_median']} ({q['cam_r_min']}) | "
+                f"{_fmt(q['predict']['peak_mb'])} / {_fmt(q['predict']['p50_ms'], 1)} | "
+                f"{_fmt(q['gradcam']['peak_mb'])} / {_fmt(q['gradcam']['p50_ms'], 1)} |"
+            )
+    parts += ["", TARGETS, ""]
+    return "\n".join(parts)

@@ -1,0 +1,397 @@
+"""Which memory tier does each function fit, for a given exported model? Measured, not guessed.
+
+    python -m model_store.fitcheck MODEL_DIR [--functions predict,gradcam] [--warm 40]
+
+Each run starts the real functions-framework server of a function inside a cgroup memory
+group at a tier (page cache dropped first), times the cold start (spawn → first 200), sends
+warm requests mixing small PNGs and 12-megapixel JPEG photos (distinct images, so gradcam
+never answers from its cache), and reads peak memory and OOM kills. A function fits a tier
+when it had no OOM kill, every request answered 200 and its p50 stayed within 1.25× of the
+unconstrained (2 GiB) run. This module reports the smallest tier that fits with a 20 % margin
+(peak ≤ 0.8 × tier); bench/ drives it across models and engines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import requests
+from PIL import Image
+
+from devstack import stack as devstack
+from model_store import memgroup
+from model_store.synthetic import dataset, lesion_image
+
+TIERS_MB = (128, 256, 512)
+BASELINE_MB = 2048
+SLOWDOWN_LIMIT = 1.25
+MARGIN = 0.2
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME_PYTHON = ROOT / ".venv-runtime" / "bin" / "python"
+
+
+def server_python(engine: str) -> tuple[str, str]:
+    """The interpreter a function runs under, and what it has installed.
+
+    LiteRT runs are measured in `.venv-runtime` (make runtime: only the functions' own
+    requirements, as deployed), so nothing the exporter or the tests need (TensorFlow,
+    grpcio, ...) is imported by accident. The Keras engine needs TensorFlow: dev venv."""
+    override = os.environ.get("DERMCAM_RUNTIME_PYTHON")
+    if engine == "litert" and override:
+        return override, "runtime"
+    if engine == "litert" and RUNTIME_PYTHON.exists():
+        return str(RUNTIME_PYTHON), "runtime"
+    return sys.executable, "dev"
+
+
+@dataclass(frozen=True)
+class Upload:
+    kind: str  # "small" (256 px PNG) or "large" (4000×3000 JPEG)
+    data: bytes
+    content_type: str
+
+
+def request_plan(count: int, seed: int = 11) -> list[Upload]:
+    """`count` distinct uploads, every third a 12-megapixel JPEG photo."""
+    large_count = count // 3
+    small, _, _ = dataset(seed, count - large_count, 256)
+    plan = []
+    base, _ = lesion_image(seed, 10_000, 256, 4)
+    photo = np.asarray(Image.fromarray(base).resize((4000, 3000), Image.Resampling.BILINEAR))
+    rng = np.random.default_rng(seed)
+    jpegs = []
+    for _ in range(large_count):
+        variant = photo.copy()
+        y, x = rng.integers(0, 2900), rng.integers(0, 3900)
+        variant[y : y + 100, x : x + 100] = rng.integers(0, 255, 3, dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(variant).save(buffer, "JPEG", quality=90)
+        jpegs.append(Upload("large", buffer.getvalue(), "image/jpeg"))
+    for i, pixels in enumerate(small):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PNG")
+        plan.append(Upload("small", buffer.getvalue(), "image/png"))
+        if i % 2 == 1 and jpegs:
+            plan.append(jpegs.pop())
+    return plan  # plan[0] is the cold-start request
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "n": 0}
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"p50": round(statistics.median(ordered), 1), "p95": round(p95, 1), "n": len(ordered)}
+
+
+@dataclass
+class Run:
+    function: str
+    engine: str
+    limit_mb: int
+    cgroup: bool
+    venv: str = "dev"  # "runtime": the functions' requirements only, as deployed
+    cold_start_s: float | None = None
+    peak_mb: float | None = None
+    anon_mb: float | None = None
+    page_cache_mb: float | None = None  # file pages charged to the group, at the end
+    oom_kills: int = 0
+    requests: int = 0
+    errors: int = 0
+    latency_ms: dict = field(default_factory=dict)  # client round trip, per kind
+    compute_ms: dict = field(default_factory=dict)  # server timing without storage calls
+    note: str = ""
+
+    @property
+    def answered(self) -> bool:
+        return self.cold_start_s is not None
+
+    def p50(self) -> float | None:
+        return (self.latency_ms.get("all") or {}).get("p50")
+
+    def fits(self, baseline: Run | None) -> bool:
+        if not self.answered or self.oom_kills or self.errors or self.p50() is None:
+            return False
+        if baseline is None or baseline.p50() is None:
+            return True
+        return self.p50() <= SLOWDOWN_LIMIT * baseline.p50()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_function(
+    function: str,
+    model_dir: str | Path,
+    limit_mb: int,
+    plan: list[Upload],
+    engine: str = "litert",
+    storage_url: str | None = None,
+    log_dir: Path | None = None,
+    cold_timeout_s: float = 90.0,
+) -> Run:
+    """One server, one tier: cold start, then every upload of `plan[1:]` in turn."""
+    use_cgroup = memgroup.available()
+    run = Run(function, engine, limit_mb, use_cgroup)
+    group = memgroup.MemoryGroup(limit_mb) if use_cgroup else None
+    bucket = f"bench-{uuid.uuid4().hex[:10]}"  # a fresh bucket: nothing is cached
+    if storage_url:
+        devstack.create_bucket(storage_url, bucket)
+    env = devstack.function_env(
+        storage_url or "http://127.0.0.1:9",
+        bucket,
+        {
+            "DERMCAM_MODEL_DIR": str(model_dir),
+            "DERMCAM_ENGINE": engine,
+            "DERMCAM_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "TF_NUM_INTRAOP_THREADS": "1",
+            "TF_NUM_INTEROP_THREADS": "1",
+            # One request at a time, as deployed (concurrency 1): one gunicorn thread.
+            "THREADS": "1",
+        },
+    )
+    port = devstack.free_port()
+    python, run.venv = server_python(engine)
+    command = [
+        python,
+        "-m",
+        "functions_framework",
+        "--target",
+        function,
+        "--source",
+        str(ROOT / "functions" / function / "main.py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    if group is not None:  # join the group before Python starts, so imports count too
+        command = ["/bin/sh", "-c", f'echo $$ > {group.procs_file} && exec "$@"', "sh", *command]
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="fitcheck-"))
+    log = open(log_dir / f"{function}-{engine}-{limit_mb}.log", "ab")  # noqa: SIM115
+    memgroup.drop_page_cache()
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    session = requests.Session()
+    try:
+
+        def hopeless() -> bool:  # a worker OOM-killed again and again while loading
+            return group is not None and group.oom_kills() >= 3
+
+        run.cold_start_s = _first_answer(
+            session, url, plan[0], function, started, cold_timeout_s, proc, hopeless
+        )
+        if run.cold_start_s is None:
+            run.note = "never answered"
+        else:
+            _warm(run, session, url, plan[1:], function)
+    finally:
+        peak_fallback = None if group else memgroup.tree_peak_rss_mb(proc.pid)
+        if group is not None:
+            run.peak_mb = round(group.peak_mb(), 1)
+            run.anon_mb = round(group.anon_mb(), 1)
+            run.page_cache_mb = round(group.stat().get("total_cache", 0) / memgroup.MIB, 1)
+            run.oom_kills = group.oom_kills()
+        else:
+            run.peak_mb = round(peak_fallback, 1)
+            run.note = (run.note + "; " if run.note else "") + "no cgroup: peak is process RSS"
+        _stop(proc)
+        log.close()
+        if group is not None:
+            _wait_empty(group)
+            group.remove()
+    return run
+
+
+def _post(
+    session: requests.Session,
+    url: str,
+    upload: Upload,
+    function: str,
+    index: int,
+    timeout: float = 60.0,
+) -> requests.Response:
+    params = {"class": str(index % 7)} if function == "gradcam" else None
+    return session.post(
+        url,
+        data=upload.data,
+        params=params,
+        timeout=timeout,
+        headers={"Content-Type": upload.content_type},
+    )
+
+
+def _first_answer(
+    session: requests.Session,
+    url: str,
+    upload: Upload,
+    function: str,
+    started: float,
+    timeout_s: float,
+    proc: subprocess.Popen,
+    hopeless: Callable[[], bool],
+) -> float | None:
+    while time.perf_counter() - started < timeout_s:
+        if proc.poll() is not None or hopeless():
+            return None
+        try:
+            response = _post(session, url, upload, function, 0, timeout=timeout_s)
+        except requests.ConnectionError:
+            time.sleep(0.01)
+            continue
+        except requests.Timeout:
+            return None
+        if response.status_code == 200:
+            return round(time.perf_counter() - started, 3)
+        if response.status_code in (500, 502, 503):
+            time.sleep(0.05)  # a worker killed while loading: gunicorn restarts it
+            continue
+        return None
+    return None
+
+
+def _warm(run: Run, session: requests.Session, url: str, plan: list[Upload], function: str) -> None:
+    client: dict[str, list[float]] = {"small": [], "large": []}
+    server: dict[str, list[float]] = {"small": [], "large": []}
+    failures_in_a_row = 0
+    for i, upload in enumerate(plan, start=1):
+        begun = time.perf_counter()
+        try:
+            response = _post(session, url, upload, function, i)
+            ok = response.status_code == 200
+        except requests.RequestException:
+            ok = False
+        run.requests += 1
+        if not ok:
+            run.errors += 1
+            failures_in_a_row += 1
+            if failures_in_a_row >= 3:
+                run.note = "stopped after 3 failures in a row"
+                break
+            continue
+        failures_in_a_row = 0
+        client[upload.kind].append((time.perf_counter() - begun) * 1000)
+        timing = response.json()["timing_ms"]
+        storage = timing.get("lookup_ms", 0) + timing.get("store_ms", 0)
+        server[upload.kind].append(timing["total_ms"] - storage)
+    run.latency_ms = {k: _percentiles(v) for k, v in client.items()}
+    run.latency_ms["all"] = _percentiles(client["small"] + client["large"])
+    run.compute_ms = {k: _percentiles(v) for k, v in server.items()}
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _wait_empty(group: memgroup.MemoryGroup, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while group.pids() and time.monotonic() < deadline:
+        for pid in group.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+
+
+def check(
+    model_dir: str | Path,
+    functions: tuple[str, ...] = ("predict", "gradcam"),
+    warm: int = 30,
+    storage_url: str | None = None,
+) -> dict[str, dict]:
+    """Baseline at 2 GiB, then each tier from the smallest up, run at (1 - MARGIN) × tier:
+    a function that fits 80 % of a tier fits the tier with a 20 % margin."""
+    plan = request_plan(warm + 1)
+    report = {}
+    for function in functions:
+        baseline = run_function(function, model_dir, BASELINE_MB, plan, storage_url=storage_url)
+        runs = []
+        tier = None
+        for candidate in TIERS_MB:
+            limit = int(candidate * (1 - MARGIN))
+            runs.append(run_function(function, model_dir, limit, plan, storage_url=storage_url))
+            if runs[-1].fits(baseline):
+                tier = candidate
+                break
+        report[function] = {
+            "tier_mb": tier,
+            "baseline": baseline.as_dict(),
+            "runs": [r.as_dict() for r in runs],
+            "cgroup": baseline.cgroup,
+        }
+    return report
+
+
+def describe(report: dict[str, dict]) -> str:
+    lines = []
+    for function, result in report.items():
+        tier = f"{result['tier_mb']} MiB" if result["tier_mb"] else "none of 128/256/512 MiB"
+        peaks = ", ".join(
+            f"{r['limit_mb']} MiB: peak {r['peak_mb']} MiB{' OOM' if r['oom_kills'] else ''}"
+            for r in result["runs"]
+        )
+        how = "" if result["cgroup"] else " (no cgroup here: estimated from process RSS)"
+        lines.append(f"{function}: fits {tier} with a {MARGIN:.0%} margin{how} [{peaks}]")
+    return "\n".join(lines)
+
+
+def check_with_storage(
+    model_dir: str | Path, functions: tuple[str, ...] = ("predict", "gradcam"), warm: int = 30
+) -> dict[str, dict]:
+    """`check` with a storage emulator of its own, for gradcam's uploads."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = open(Path(tmp) / "storage.log", "ab")  # noqa: SIM115
+        port = devstack.free_port()
+        storage = devstack.start_storage(port, log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            devstack.wait_until_up(f"{url}/storage/v1/b", 20, storage)
+            return check(model_dir, functions, warm, url)
+        finally:
+            _stop(storage)
+            log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m model_store.fitcheck",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model_dir")
+    parser.add_argument("--functions", default="predict,gradcam")
+    parser.add_argument("--warm", type=int, default=30, help="warm requests per run")
+    parser.add_argument("--json", help="also write the full report here")
+    args = parser.parse_args(argv)
+    report = check_with_storage(args.model_dir, tuple(args.functions.split(",")), args.warm)
+    print(describe(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

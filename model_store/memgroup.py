@@ -1,0 +1,102 @@
+"""A memory tier simulated honestly: a cgroup v1 memory group with a hard limit.
+
+RSS alone is not the figure: a function's memory includes the page cache of the model it
+maps and every process of its server. The group's `memory.max_usage_in_bytes` counts all of
+it, `memory.oom_control` counts OOM kills, and the page cache is dropped before each cold
+start so mapped files have to be read again. Where the v1 controller is not writable (another
+OS, no root) `available()` is False and callers fall back to the RSS of the process tree.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup/memory")
+MIB = 1024 * 1024
+
+
+def available() -> bool:
+    return (ROOT / "memory.limit_in_bytes").exists() and os.access(ROOT, os.W_OK)
+
+
+def drop_page_cache() -> bool:
+    """Write back and drop clean pages, so a cold start reads the model from disk."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        return True
+    except OSError:
+        return False
+
+
+class MemoryGroup:
+    """A child memory cgroup with `limit_mb` (memory and memory+swap)."""
+
+    def __init__(self, limit_mb: int, name: str | None = None) -> None:
+        self.path = ROOT / (name or f"dermcam-{uuid.uuid4().hex[:8]}")
+        self.path.mkdir()
+        limit = str(limit_mb * MIB)
+        (self.path / "memory.limit_in_bytes").write_text(limit)
+        try:  # the memsw file only exists with swap accounting on
+            (self.path / "memory.memsw.limit_in_bytes").write_text(limit)
+        except OSError:
+            pass
+        self.limit_mb = limit_mb
+
+    @property
+    def procs_file(self) -> Path:
+        return self.path / "cgroup.procs"
+
+    def peak_mb(self) -> float:
+        return int((self.path / "memory.max_usage_in_bytes").read_text()) / MIB
+
+    def stat(self) -> dict[str, int]:
+        rows = (self.path / "memory.stat").read_text().split("\n")
+        return {k: int(v) for k, v in (r.split() for r in rows if r.strip())}
+
+    def anon_mb(self) -> float:
+        """Anonymous memory now (v1 keeps no peak of it): heap, arrays, packed weights."""
+        return self.stat().get("total_rss", 0) / MIB
+
+    def oom_kills(self) -> int:
+        for line in (self.path / "memory.oom_control").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+        return 0
+
+    def pids(self) -> list[int]:
+        return [int(p) for p in self.procs_file.read_text().split()]
+
+    def remove(self) -> None:
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
+def tree_peak_rss_mb(pid: int) -> float:
+    """Fallback without cgroups: the sum of VmHWM over a process and its descendants."""
+    total = 0
+    for child in [pid, *_descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for task in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = task.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            child = int(task.parent.name)
+            found.extend([child, *_descendants(child)])
+    return found
