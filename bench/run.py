@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(report.markdown(results))
+    if out.resolve() == HERE:
+        report.update_readme(results, HERE.parent / "README.md")
     print(f"\nwrote {out / 'results.md'} and results.json (server logs in {log_dir})")
     print(report.headline(results))
     return 0

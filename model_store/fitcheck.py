@@ -165,31 +165,12 @@ def run_function(
             "THREADS": "1",
         },
     )
-    port = devstack.free_port()
     python, run.venv = server_python(engine)
-    command = [
-        python,
-        "-m",
-        "functions_framework",
-        "--target",
-        function,
-        "--source",
-        str(ROOT / "functions" / function / "main.py"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    if group is not None:  # join the group before Python starts, so imports count too
-        command = ["/bin/sh", "-c", f'echo $$ > {group.procs_file} && exec "$@"', "sh", *command]
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="fitcheck-"))
     log = open(log_dir / f"{function}-{engine}-{limit_mb}.log", "ab")  # noqa: SIM115
     memgroup.drop_page_cache()
-    url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    proc, url = spawn(function, env, group, log, python)
     session = requests.Session()
     try:
 
@@ -219,6 +200,36 @@ def run_function(
             _wait_empty(group)
             group.remove()
     return run
+
+
+def spawn(
+    function: str,
+    env: dict[str, str],
+    group: memgroup.MemoryGroup | None,
+    log: object,
+    python: str = sys.executable,
+) -> tuple[subprocess.Popen, str]:
+    """Start a function's functions-framework server on a free port, inside `group`."""
+    port = devstack.free_port()
+    command = [
+        python,
+        "-m",
+        "functions_framework",
+        "--target",
+        function,
+        "--source",
+        str(ROOT / "functions" / function / "main.py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    if group is not None:  # join the group before Python starts, so imports count too
+        command = ["/bin/sh", "-c", f'echo $$ > {group.procs_file} && exec "$@"', "sh", *command]
+    proc = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def _post(
@@ -277,14 +288,15 @@ def _warm(run: Run, session: requests.Session, url: str, plan: list[Upload], fun
         try:
             response = _post(session, url, upload, function, i)
             ok = response.status_code == 200
-        except requests.RequestException:
-            ok = False
+            failure = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            ok, failure = False, type(exc).__name__
         run.requests += 1
         if not ok:
             run.errors += 1
             failures_in_a_row += 1
             if failures_in_a_row >= 3:
-                run.note = "stopped after 3 failures in a row"
+                run.note = f"stopped after 3 failures in a row (last: {failure}, {upload.kind})"
                 break
             continue
         failures_in_a_row = 0

@@ -157,3 +157,26 @@ def test_predict_only_mode_without_gradcam_url(browser, stack, lesion_rgb, tmp_p
     assert page.locator("#predictions button").count() == 0
     assert page.locator("#overlay").is_hidden()
     context.close()
+
+
+@pytest.mark.parametrize("gesture", ["drop", "paste"])
+def test_drag_and_drop_and_paste(page, lesion_rgb, gesture):
+    import base64
+
+    data = base64.b64encode(encode(lesion_rgb, "PNG")).decode()
+    page.evaluate(
+        """([data, gesture]) => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "lesion.png", {type: "image/png"}));
+            const event = gesture === "drop"
+              ? new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true})
+              : new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true});
+            const target = gesture === "drop" ? document.getElementById("dropzone") : document;
+            target.dispatchEvent(event);
+        }""",
+        [data, gesture],
+    )
+    page.locator("#predictions li").first.wait_for(timeout=30_000)
+    assert overlay_loaded(page) == 128
+    assert page.console_errors == []

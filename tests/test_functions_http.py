@@ -348,3 +348,15 @@ def test_one_structured_log_line_per_request_without_image_bytes(stack, lesion_p
     encoded = base64.b64encode(lesion_png).decode()
     everything = stack.log("predict") + stack.log("gradcam")
     assert encoded[:40] not in everything and encoded[-40:] not in everything
+
+
+def test_signed_urls_expire_after_the_configured_ttl(stack, lesion_png):
+    import datetime as dt
+    from urllib.parse import parse_qs, urlparse
+
+    body = post_multipart(stack.gradcam_url, lesion_png, **{"class": "bkl"}).json()
+    query = parse_qs(urlparse(body["heatmap"]["url"]).query)
+    assert query["X-Goog-Expires"] == ["900"] and query["X-Goog-Algorithm"] == ["GOOG4-RSA-SHA256"]
+    expires = dt.datetime.fromisoformat(body["heatmap"]["expires_at"])
+    left = (expires - dt.datetime.now(dt.UTC)).total_seconds()
+    assert 880 < left <= 900
