@@ -125,6 +125,27 @@ def corpus(lesion: Image.Image) -> list[tuple[str, dict, int, str | None]]:
             413,
             "payload_too_large",
         ),
+        (
+            "chunked upload over the limit",
+            raw(iter([b"\xff\xd8\xff" + b"0" * (1 << 20)] * 11), "image/jpeg"),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "chunked multipart over the limit",
+            {
+                "data": iter(
+                    [
+                        b'--b\r\nContent-Disposition: form-data; name="image"; '
+                        b'filename="a.jpg"\r\n\r\n'
+                    ]
+                    + [b"0" * (1 << 20)] * 11
+                ),
+                "headers": {"Content-Type": "multipart/form-data; boundary=b"},
+            },
+            413,
+            "payload_too_large",
+        ),
         ("wrong content type", raw(png, "text/plain"), 415, "unsupported_media_type"),
         ("missing content type", raw(png, None), 415, "unsupported_media_type"),
         ("multipart without the field", {"files": {"photo": ("a.png", png)}}, 400, "bad_request"),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import flask
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from dermcam import telemetry
 from dermcam.config import Settings
@@ -45,14 +46,29 @@ def _too_large(settings: Settings) -> PayloadTooLarge:
 def _read_limited(stream: Any, settings: Settings) -> bytes:
     data = stream.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
-        raise _too_large(settings)
+        raise RequestEntityTooLarge()
     return data
 
 
 def parse_image_request(request: flask.Request, settings: Settings) -> ImageRequest:
     """The image bytes and options of a POST. Raises 400/413/415 errors."""
-    if request.content_length is not None and request.content_length > settings.max_upload_bytes:
-        raise _too_large(settings)
+    try:
+        if request.content_length is not None and (
+            request.content_length > settings.max_upload_bytes
+        ):
+            raise RequestEntityTooLarge()
+        # Bounds the form parser and the stream too: a chunked upload has no Content-Length.
+        # One byte over the limit, so reading limit + 1 tells "too large" from "exactly".
+        request.max_content_length = settings.max_upload_bytes + 1
+        return _parse(request, settings)
+    except RequestEntityTooLarge as exc:
+        # functions-framework drains unread bodies after the response (get_data()); mark the
+        # body as read so a refused upload is neither buffered in memory nor a 500.
+        request._cached_data = b""
+        raise _too_large(settings) from exc
+
+
+def _parse(request: flask.Request, settings: Settings) -> ImageRequest:
     options: dict[str, Any] = dict(request.args.items())
     mimetype = (request.mimetype or "").lower()
     if mimetype == "multipart/form-data":

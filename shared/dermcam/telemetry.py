@@ -11,10 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-_CGROUP_LIMITS = (
-    Path("/sys/fs/cgroup/memory.max"),  # cgroup v2 (Cloud Run, most hosts)
-    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),  # cgroup v1
-)
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
 _NO_LIMIT = 1 << 60  # v1 reports "unlimited" as a huge number
 _write_lock = threading.Lock()
 
@@ -29,8 +26,24 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+def _limit_files() -> list[Path]:
+    """This process's own cgroup limit files first (v2, then v1), then the mount's root (what
+    a container sees)."""
+    own = []
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":
+                own.append(_CGROUP_ROOT / path.lstrip("/") / "memory.max")
+            elif "memory" in controllers.split(","):
+                own.append(_CGROUP_ROOT / "memory" / path.lstrip("/") / "memory.limit_in_bytes")
+    except (OSError, ValueError):
+        pass
+    return [*own, _CGROUP_ROOT / "memory.max", _CGROUP_ROOT / "memory" / "memory.limit_in_bytes"]
+
+
 def _limit_bytes() -> int | None:
-    for path in _CGROUP_LIMITS:
+    for path in _limit_files():
         try:
             raw = path.read_text().strip()
         except OSError:
