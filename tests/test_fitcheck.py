@@ -36,7 +36,7 @@ def test_gradcam_with_storage_fits_its_tier(demo_model_dir, plan, stack, tmp_pat
 
 def test_a_tier_too_small_is_reported_not_hidden(demo_model_dir, plan, tmp_path):
     run = fitcheck.run_function(
-        "predict", demo_model_dir, 24, plan, log_dir=tmp_path, cold_timeout_s=20
+        "predict", demo_model_dir, 24, plan, log_dir=tmp_path, cold_timeout_s=10
     )
     assert not run.fits(baseline=None)
     assert run.oom_kills > 0 or not run.answered
