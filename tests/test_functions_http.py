@@ -308,6 +308,7 @@ def test_storage_frozen_then_killed_gives_inline_heatmaps(single_function, lesio
     try:
         started = time.monotonic()
         body = post_multipart(url, encode(lesion_rgb.rotate(270), "PNG")).json()
+        print(f"frozen storage: inline heatmap after {time.monotonic() - started:.2f} s")
         assert time.monotonic() - started < 10
         assert body["heatmap"]["stored"] is False and body["heatmap"]["object"] is None
         assert fetch_png(body["heatmap"]["url"]).mode == "RGBA"
@@ -321,6 +322,7 @@ def test_storage_frozen_then_killed_gives_inline_heatmaps(single_function, lesio
     body = post_multipart(
         url, encode(lesion_rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "PNG")
     ).json()
+    print(f"dead storage: inline heatmap after {time.monotonic() - started:.2f} s")
     assert time.monotonic() - started < 10
     assert body["heatmap"]["stored"] is False and body["heatmap"]["url"].startswith(
         "data:image/png"

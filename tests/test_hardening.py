@@ -236,7 +236,9 @@ def test_hostile_corpus(tiered_gradcam, stack, lesion_rgb):
     assert written and all(
         key.rsplit("/", 1)[1].removesuffix(".png") in accepted for key in written
     ), "a rejected request wrote to the bucket"
+    print(f"corpus: {len(cases)} kinds, {len(accepted)} accepted, {len(written)} objects written")
     if group is not None:
+        print(f"corpus: peak {group.peak_mb():.0f} MiB of {TIER_MB}, OOM kills {group.oom_kills()}")
         assert group.oom_kills() == 0 and group.peak_mb() <= TIER_MB
         assert warm.json()["memory"]["limit_mb"] == TIER_MB
 
@@ -280,8 +282,10 @@ def test_eight_clients_get_their_own_answers(stack, demo_model_dir):
         t.start()
     for t in threads:
         t.join()
+    elapsed = time.monotonic() - started
+    print(f"concurrency: 400 requests from 8 clients in {elapsed:.1f} s")
     assert failures == []
-    assert len(answers) == 400, time.monotonic() - started
+    assert len(answers) == 400, elapsed
     for i, body in answers.items():
         assert body["image"]["sha256"] == sha(uploads[i])
         assert body["heatmap"]["object"].endswith(f"/{i % 7}/{sha(uploads[i])}.png")
@@ -292,4 +296,5 @@ def test_eight_clients_get_their_own_answers(stack, demo_model_dir):
         expected = cam.class_map(ex.activations, ex.gradients)
         assert np.abs(np.asarray(answers[i]["heatmap"]["grid"]) - expected).max() < 1e-3
     memory = requests.get(stack.gradcam_url, params={"warmup": "1"}, timeout=30).json()["memory"]
+    print(f"concurrency: worker peak RSS {memory['peak_mb']} MB")
     assert memory["peak_mb"] < 400
