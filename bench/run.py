@@ -75,12 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "quantization": [],
     }
     log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
-    storage_log = open(log_dir / "storage.log", "ab")  # noqa: SIM115
-    port = devstack.free_port()
-    storage = devstack.start_storage(port, storage_log)
-    storage_url = f"http://127.0.0.1:{port}"
-    devstack.wait_until_up(f"{storage_url}/storage/v1/b", 20, storage)
-    try:
+    with devstack.storage_emulator(log_dir) as storage_url:
         for name in names:
             for function in args.functions.split(","):
                 for engine in args.engines.split(","):
@@ -93,9 +88,6 @@ def main(argv: list[str] | None = None) -> int:
                         print(report.one_line(row), flush=True)
         if not args.no_quant:
             results["quantization"] = quant.measure(names, plan, storage_url, log_dir)
-    finally:
-        fitcheck._stop(storage)
-        storage_log.close()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -13,6 +13,7 @@ Tests start the same stack on free ports (tests/conftest.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -143,6 +145,27 @@ def start_storage(port: int, log: IO, root: Path | None = None) -> subprocess.Po
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a server started in its own session, and everything it started."""
+    _signal_group(proc, signal.SIGCONT)
+    _signal_group(proc, signal.SIGKILL)
+    proc.wait()
+
+
+@contextlib.contextmanager
+def storage_emulator(log_dir: Path) -> Iterator[str]:
+    """A throwaway in-memory fake-gcs-server on a free port; yields its URL."""
+    port = free_port()
+    with open(log_dir / "storage.log", "ab") as log:
+        proc = start_storage(port, log)
+        try:
+            url = f"http://{HOST}:{port}"
+            wait_until_up(f"{url}/storage/v1/b", 20, proc)
+            yield url
+        finally:
+            kill_group(proc)
 
 
 def function_env(

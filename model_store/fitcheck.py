@@ -194,7 +194,7 @@ def run_function(
         else:
             run.peak_mb = round(peak_fallback, 1)
             run.note = (run.note + "; " if run.note else "") + "no cgroup: peak is process RSS"
-        _stop(proc)
+        devstack.kill_group(proc)
         log.close()
         if group is not None:
             _wait_empty(group)
@@ -309,14 +309,6 @@ def _warm(run: Run, session: requests.Session, url: str, plan: list[Upload], fun
     run.compute_ms = {k: _percentiles(v) for k, v in server.items()}
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
 def _wait_empty(group: memgroup.MemoryGroup, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while group.pids() and time.monotonic() < deadline:
@@ -374,17 +366,8 @@ def check_with_storage(
     model_dir: str | Path, functions: tuple[str, ...] = ("predict", "gradcam"), warm: int = 30
 ) -> dict[str, dict]:
     """`check` with a storage emulator of its own, for gradcam's uploads."""
-    with tempfile.TemporaryDirectory() as tmp:
-        log = open(Path(tmp) / "storage.log", "ab")  # noqa: SIM115
-        port = devstack.free_port()
-        storage = devstack.start_storage(port, log)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            devstack.wait_until_up(f"{url}/storage/v1/b", 20, storage)
-            return check(model_dir, functions, warm, url)
-        finally:
-            _stop(storage)
-            log.close()
+    with tempfile.TemporaryDirectory() as tmp, devstack.storage_emulator(Path(tmp)) as url:
+        return check(model_dir, functions, warm, url)
 
 
 def main(argv: list[str] | None = None) -> int:

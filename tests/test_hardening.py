@@ -205,7 +205,7 @@ def tiered_gradcam(stack, tmp_path_factory):
     )
     devstack.wait_until_up(url, 60, proc)
     yield url, group, bucket
-    fitcheck._stop(proc)
+    devstack.kill_group(proc)
     if group is not None:
         fitcheck._wait_empty(group)
         group.remove()

@@ -21,7 +21,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from dermcam import cam  # noqa: E402
 from dermcam.engine import Explanation, one_hot  # noqa: E402
 from dermcam.errors import ModelUnavailable  # noqa: E402
 from dermcam.manifest import read_manifest  # noqa: E402
@@ -228,9 +227,3 @@ def tape_explain(
         value = class_score(logits, probs, tf.constant(target), score)
     grads = tape.gradient(value, activations)
     return Explanation(probs.numpy()[0], activations.numpy()[0], grads.numpy()[0])
-
-
-def reference_map(engine: KerasEngine, tensor: np.ndarray, target: int, method: str) -> np.ndarray:
-    """Convenience for tests and benchmarks: the normalised CAM by the reference engine."""
-    ex = engine.explain(tensor, target)
-    return cam.class_map(ex.activations, ex.gradients, method)
