@@ -19,23 +19,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from dermcam.engine import LiteRTEngine
 from dermcam.keras_engine import (
     PREPROCESSING,
-    CamForward,
     class_score,
-    load_keras_model,
-    parse_target,
     preprocess,
-    spatial_layers,
 )
 from dermcam.manifest import MANIFEST, sha256_file
 from model_store import parity as parity_check
 from model_store.convert import QUANTIZATIONS, FlexOpsRequired, check_flatbuffer, to_tflite
 from model_store.gradients import builtin_gradients
+from model_store.subjects import Forward, KerasSubject, SavedModelSubject, load_subject
 
 SCORES = ("logit", "probability")
 MAX_AUTO_TARGETS = 6  # candidates tried, last spatial layer first
@@ -65,15 +61,8 @@ def parse_labels(spec: str) -> list[dict[str, str]]:
     return [{"code": c.strip(), "name": c.strip()} for c in spec.split(",") if c.strip()]
 
 
-def _input_size(model: keras.Model) -> tuple[int, int]:
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or shape[3] != 3 or not shape[1] or not shape[2]:
-        raise ExportError(f"Expected an RGB image input [N, H, W, 3] of fixed size, got {shape}.")
-    return int(shape[1]), int(shape[2])
-
-
 def _functions(
-    forward: CamForward, mode: str, score: str, height: int, width: int, classes: int
+    forward: Forward, mode: str, score: str, height: int, width: int, classes: int
 ) -> tuple[tf.types.experimental.ConcreteFunction, tf.types.experimental.ConcreteFunction]:
     image = tf.TensorSpec([1, height, width, 3], tf.float32, name="image")
     target = tf.TensorSpec([1, classes], tf.float32, name="target")
@@ -96,7 +85,7 @@ def _functions(
 
 
 def export(
-    model: keras.Model,
+    model: keras.Model | KerasSubject | SavedModelSubject,
     labels: Sequence[dict[str, str]],
     out_dir: str | Path,
     *,
@@ -111,25 +100,25 @@ def export(
     parity_images: int = 6,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Export `model` into `out_dir`; returns the manifest. Raises ExportError."""
+    """Export `model` (a Keras model, or a loaded subject) into `out_dir`; returns the
+    manifest. Raises ExportError."""
     if score not in SCORES:
         raise ExportError(f"score must be one of {SCORES}")
     if preprocessing not in PREPROCESSING:
         raise ExportError(f"preprocessing must be one of {PREPROCESSING}")
     if quantization not in QUANTIZATIONS:
         raise ExportError(f"quantization must be one of {QUANTIZATIONS}")
-    height, width = _input_size(model)
-    classes = int(model.outputs[0].shape[-1])
-    if len(labels) != classes:
-        raise ExportError(f"The model has {classes} outputs but {len(labels)} labels were given.")
     try:
-        candidates = [parse_target(model, target)] if target else spatial_layers(model)[::-1]
+        subject = KerasSubject(model) if isinstance(model, keras.Model) else model
+        candidates = subject.candidates(target)
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
+    height, width, classes = subject.height, subject.width, subject.classes
+    if len(labels) != classes:
+        raise ExportError(f"The model has {classes} outputs but {len(labels)} labels were given.")
     if not candidates:
         raise ExportError("The model has no spatial layer (an [N, h, w, c] output) to explain.")
-    variables = [w.value for w in model.weights]
-    weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    variables, weight_bytes = subject.variables, subject.weight_bytes
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -137,9 +126,9 @@ def export(
         prefix=".export-", dir=out_dir.parent, ignore_cleanup_errors=True
     ) as tmp:
         staging = Path(tmp)
-        chosen, forward = None, None
+        chosen = None
         for path in candidates[:MAX_AUTO_TARGETS]:
-            forward = CamForward(model, path)
+            forward = subject.forward(path)
             try:
                 predict_fn, gradcam_fn = _functions(
                     forward, preprocessing, score, height, width, classes
@@ -147,8 +136,8 @@ def export(
                 gradcam_bytes = to_tflite(gradcam_fn, variables, quantization)
             except FlexOpsRequired as exc:
                 if target:
-                    raise ExportError(f"Target layer {'/'.join(path)}: {exc}") from exc
-                log(f"  target {'/'.join(path)} skipped: needs {', '.join(exc.ops)}")
+                    raise ExportError(f"Target layer {subject.describe(path)}: {exc}") from exc
+                log(f"  target {subject.describe(path)} skipped: needs {', '.join(exc.ops)}")
                 continue
             except ValueError as exc:
                 raise ExportError(str(exc)) from exc
@@ -159,7 +148,8 @@ def export(
                 "No spatial layer near the output converts to LiteRT builtins; "
                 "name one with --target-layer."
             )
-        log(f"target layer: {'/'.join(chosen)}" + (" (chosen automatically)" if not target else ""))
+        chosen_name = subject.describe(chosen)
+        log(f"target layer: {chosen_name}" + (" (chosen automatically)" if not target else ""))
         (staging / "gradcam.tflite").write_bytes(gradcam_bytes)
         (staging / "predict.tflite").write_bytes(to_tflite(predict_fn, variables, quantization))
 
@@ -177,8 +167,14 @@ def export(
         if source is not None:
             src = Path(source)
             kept = staging / f"model{src.suffix}"
-            shutil.copyfile(src, kept)
-            source_entry = {"file": kept.name, "sha256": sha256_file(kept)}
+            if src.is_dir():  # a SavedModel: kept for reference, not loadable by KerasEngine
+                shutil.copytree(src, kept)
+            else:
+                shutil.copyfile(src, kept)
+            source_entry = {
+                "file": kept.name,
+                "sha256": None if src.is_dir() else sha256_file(kept),
+            }
         manifest = {
             "format": 1,
             "name": name,
@@ -195,8 +191,8 @@ def export(
             },
             "preprocessing": preprocessing,
             "labels": list(labels),
-            "target_layer": "/".join(chosen),
-            "activations_shape": _layer_shape(model, chosen),
+            "target_layer": chosen_name,
+            "activations_shape": subject.shape(chosen),
             "score": score,
             "quantization": quantization,
             "artifacts": artifacts,
@@ -205,7 +201,8 @@ def export(
         }
         _write_manifest(staging, manifest)
         engine = LiteRTEngine(str(staging))
-        figures = parity_check.measure(forward, preprocessing, score, engine, parity_images)
+        reference = subject.reference(chosen, preprocessing, score)
+        figures = parity_check.measure(reference, engine, parity_images)
         manifest["parity"] = figures.as_dict()
         log("parity vs TensorFlow: " + ", ".join(f"{k}={v}" for k, v in manifest["parity"].items()))
         if quantization == "none" and not figures.passes():
@@ -223,13 +220,6 @@ def export(
     return manifest
 
 
-def _layer_shape(model: keras.Model, path: tuple[str, ...]) -> list[int]:
-    layer = model
-    for part in path:
-        layer = layer.get_layer(part)
-    return [int(d) for d in layer.output.shape[1:]]
-
-
 def _write_manifest(directory: Path, manifest: dict) -> None:
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -240,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", help="a .keras or .h5 Keras model file")
+    parser.add_argument("model", help="a .keras or .h5 Keras model file, or a SavedModel directory")
     parser.add_argument(
         "--labels",
         required=True,
@@ -283,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        model = load_keras_model(args.model)
+        model = load_subject(args.model)
         manifest = export(
             model,
             parse_labels(args.labels),

@@ -8,7 +8,7 @@ import numpy as np
 
 from dermcam import cam
 from dermcam.engine import Engine, one_hot
-from dermcam.keras_engine import CamForward, tape_explain
+from model_store.subjects import Reference
 from model_store.synthetic import dataset
 
 # float32 artifacts must reach these, or the export is refused.
@@ -46,9 +46,7 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def measure(
-    forward: CamForward,
-    preprocessing: str,
-    score: str,
+    reference: Reference,
     engine: Engine,
     count: int = 6,
     seed: int = 2024,
@@ -65,7 +63,7 @@ def measure(
         tensor = image[None, :h, :w, :].astype(np.float32)
         probs = engine.predict(tensor)
         for target in sorted({int(np.argmax(probs)), i % classes}):
-            ref = tape_explain(forward, preprocessing, score, tensor, one_hot(target, classes))
+            ref = reference(tensor, one_hot(target, classes))
             got = engine.explain(tensor, target)
             prob_diff = max(prob_diff, float(np.abs(ref.probabilities - got.probabilities).max()))
             prob_diff = max(prob_diff, float(np.abs(ref.probabilities - probs).max()))

@@ -199,3 +199,46 @@ def test_cli_fails_cleanly(tmp_path, capsys):
         main([str(tmp_path / "missing.keras"), "--labels", "a", "--out", str(tmp_path / "o")]) == 1
     )
     assert "export failed" in capsys.readouterr().err
+
+
+def test_savedmodel_without_keras_layers(tmp_path, capsys):
+    """A SavedModel (here from Keras 3's model.export) has no layers left: the exporter
+    imports its frozen serving graph with the target tensor exposed."""
+    inputs = keras.Input((SIZE, SIZE, 3))
+    backbone = keras.applications.MobileNetV2(
+        weights=None, include_top=False, input_shape=(SIZE, SIZE, 3)
+    )
+    x = keras.layers.GlobalAveragePooling2D()(backbone(inputs))
+    x = keras.layers.Dropout(0.2)(keras.layers.Dense(32, activation="relu")(x))
+    model = keras.Model(inputs, keras.layers.Dense(len(LABELS), activation="softmax")(x))
+    calibrate_batchnorm(model, preprocess("tf", tf.constant(calibration_batch(SIZE))).numpy())
+    model.export(str(tmp_path / "saved"), verbose=False)
+    codes = ",".join(label["code"] for label in LABELS)
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                str(tmp_path / "saved"),
+                "--labels",
+                codes,
+                "--out",
+                str(out),
+                "--preprocess",
+                "tf",
+                "--no-fitcheck",
+            ]
+        )
+        == 0
+    )
+    assert "out_relu" in capsys.readouterr().out
+    engine = LiteRTEngine(str(out))
+    assert parity.Parity(**engine.manifest.raw["parity"]).passes()
+    assert engine.manifest.raw["activations_shape"] == [3, 3, 1280]
+    serving = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
+    images, _, _ = dataset(31, 2, SIZE)
+    for image in images:
+        tensor = image[None].astype(np.float32)
+        expected = next(iter(serving(preprocess("tf", tf.constant(tensor))).values())).numpy()[0]
+        assert np.abs(engine.predict(tensor) - expected).max() < 1e-4
+        explanation = engine.explain(tensor, int(np.argmax(expected)))
+        assert np.abs(explanation.gradients).max() > 0

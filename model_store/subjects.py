@@ -1,0 +1,179 @@
+"""What the exporter exports, behind one shape: a Keras model, or a TensorFlow SavedModel.
+
+A subject names its candidate target layers (last first), builds the forward pass
+x → (activations, logits or None, probabilities) for one of them, and computes TensorFlow's
+own Grad-CAM inputs for parity. Keras models are replayed layer by layer (CamForward); a
+SavedModel has lost its layers, so its frozen serving graph is imported with the target
+tensor exposed, the gradient rewrites set as `_gradient_op_type` on the graph's nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dermcam.engine import Explanation
+from dermcam.keras_engine import (
+    CamForward,
+    class_score,
+    load_keras_model,
+    parse_target,
+    preprocess,
+    spatial_layers,
+    tape_explain,
+)
+from model_store.gradients import OVERRIDES
+
+Forward = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]]
+Reference = Callable[[np.ndarray, np.ndarray], Explanation]
+
+
+class KerasSubject:
+    def __init__(self, model: keras.Model) -> None:
+        self.model = model
+        shape = tuple(model.inputs[0].shape)
+        if len(shape) != 4 or shape[3] != 3 or not shape[1] or not shape[2]:
+            raise ValueError(
+                f"Expected an RGB image input [N, H, W, 3] of fixed size, got {shape}."
+            )
+        self.height, self.width = int(shape[1]), int(shape[2])
+        self.classes = int(model.outputs[0].shape[-1])
+        self.variables = [w.value for w in model.weights]
+        self.weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+
+    def candidates(self, target: str | None) -> list[tuple[str, ...]]:
+        return [parse_target(self.model, target)] if target else spatial_layers(self.model)[::-1]
+
+    def forward(self, path: tuple[str, ...]) -> Forward:
+        return CamForward(self.model, path)
+
+    def describe(self, path: tuple[str, ...]) -> str:
+        return "/".join(path)
+
+    def shape(self, path: tuple[str, ...]) -> list[int]:
+        layer = self.model
+        for part in path:
+            layer = layer.get_layer(part)
+        return [int(d) for d in layer.output.shape[1:]]
+
+    def reference(self, path: tuple[str, ...], preprocessing: str, score: str) -> Reference:
+        forward = CamForward(self.model, path)
+        return lambda tensor, hot: tape_explain(forward, preprocessing, score, tensor, hot)
+
+
+class SavedModelSubject:
+    """A SavedModel's `serving_default` signature, variables frozen into constants."""
+
+    def __init__(self, path: str | Path) -> None:
+        from tensorflow.python.framework.convert_to_constants import (
+            convert_variables_to_constants_v2,
+        )
+
+        loaded = tf.saved_model.load(str(path))
+        if "serving_default" not in loaded.signatures:
+            raise ValueError(f"{path} has no serving_default signature")
+        try:
+            frozen = convert_variables_to_constants_v2(loaded.signatures["serving_default"])
+        except (ValueError, TypeError, tf.errors.OpError) as exc:
+            raise ValueError(
+                f"The SavedModel's serving graph cannot be frozen ({str(exc)[:160]}). Graphs "
+                "that update variables at inference (e.g. Keras 3 augmentation layers' seed "
+                "state) cannot be; export from the .keras file instead."
+            ) from exc
+        graph = frozen.graph
+        inputs = [t for t in frozen.inputs if t.dtype == tf.float32]
+        if len(inputs) != 1 or inputs[0].shape.rank != 4 or inputs[0].shape[3] != 3:
+            raise ValueError(f"Expected one float image input [N, H, W, 3], got {frozen.inputs}")
+        self.input_name = inputs[0].name
+        self.height, self.width = int(inputs[0].shape[1]), int(inputs[0].shape[2])
+        output = frozen.outputs[0]
+        self.output_name = output.name
+        self.classes = int(output.shape[-1])
+        tensor = output
+        while tensor.op.type == "Identity":
+            tensor = tensor.op.inputs[0]
+        self.output_is_softmax = tensor.op.type == "Softmax"
+        self.logits_name = tensor.op.inputs[0].name if self.output_is_softmax else None
+        skip = {"Const", "Identity", "Placeholder", "NoOp"}
+        self.shapes = {
+            op.name: [int(d) for d in op.outputs[0].shape[1:]]
+            for op in graph.get_operations()
+            if op.type not in skip
+            and op.outputs
+            and op.outputs[0].shape.rank == 4
+            and op.outputs[0].shape[1:].is_fully_defined()
+            and op.outputs[0].shape[1] * op.outputs[0].shape[2] > 1
+        }
+        self.plain = graph.as_graph_def()
+        self.rewritten = graph.as_graph_def()
+        for node in self.rewritten.node:  # what gradient_override_map would have set
+            if node.op in OVERRIDES:
+                node.attr["_gradient_op_type"].s = OVERRIDES[node.op].encode()
+        self.variables: list[tf.Variable] = []
+        self.weight_bytes = sum(
+            len(node.attr["value"].tensor.tensor_content)
+            for node in self.plain.node
+            if node.op == "Const" and node.attr["value"].tensor.dtype == tf.float32.as_datatype_enum
+        )
+
+    def candidates(self, target: str | None) -> list[str]:
+        names = list(self.shapes)[::-1]
+        if not target:
+            return names
+        matches = [n for n in names if n == target or f"/{target}" in f"/{n}"]
+        if not matches:
+            raise ValueError(
+                f"No spatial op of the SavedModel matches {target!r}; the last ones "
+                f"are: {', '.join(names[:5])}"
+            )
+        return matches[:1]
+
+    def forward(self, name: str, rewritten: bool = True) -> Forward:
+        graph_def = self.rewritten if rewritten else self.plain
+        wanted = [f"{name}:0", self.output_name] + ([self.logits_name] if self.logits_name else [])
+
+        def call(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
+            found = tf.graph_util.import_graph_def(
+                graph_def, input_map={self.input_name: x}, return_elements=wanted, name="model"
+            )
+            activations, out = found[0], found[1]
+            if self.logits_name:
+                return activations, found[2], out
+            return activations, out, tf.nn.softmax(out)  # a model that answers logits
+
+        return call
+
+    def describe(self, name: str) -> str:
+        return name
+
+    def shape(self, name: str) -> list[int]:
+        return self.shapes[name]
+
+    def reference(self, name: str, preprocessing: str, score: str) -> Reference:
+        """TensorFlow's own gradients of the imported graph, no rewrites (Flex ops are fine
+        inside TensorFlow)."""
+        forward = self.forward(name, rewritten=False)
+
+        @tf.function
+        def explain(image: tf.Tensor, hot: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            activations, logits, probs = forward(preprocess(preprocessing, image))
+            (gradients,) = tf.gradients(class_score(logits, probs, hot, score), activations)
+            return probs, activations, gradients
+
+        def run(tensor: np.ndarray, hot: np.ndarray) -> Explanation:
+            probs, activations, gradients = explain(tf.constant(tensor), tf.constant(hot))
+            return Explanation(probs.numpy()[0], activations.numpy()[0], gradients.numpy()[0])
+
+        return run
+
+
+def load_subject(path: str | Path) -> KerasSubject | SavedModelSubject:
+    """A .keras/.h5 file, or a SavedModel directory."""
+    path = Path(path)
+    if path.is_dir() and (path / "saved_model.pb").exists():
+        return SavedModelSubject(path)
+    return KerasSubject(load_keras_model(path))
