@@ -362,3 +362,29 @@ def test_signed_urls_expire_after_the_configured_ttl(stack, lesion_png):
     expires = dt.datetime.fromisoformat(body["heatmap"]["expires_at"])
     left = (expires - dt.datetime.now(dt.UTC)).total_seconds()
     assert 880 < left <= 900
+
+
+@pytest.mark.parametrize("fault", ["truncated", "checksum"])
+def test_damaged_artifact_is_503_then_recovers(
+    single_function, lesion_png, tmp_path, demo_model_dir, fault
+):
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(demo_model_dir, model_dir)
+    artifact = model_dir / "gradcam.tflite"
+    good = artifact.read_bytes()
+    if fault == "truncated":
+        artifact.write_bytes(good[: len(good) // 2])
+    else:
+        artifact.write_bytes(good[:5000] + bytes([good[5000] ^ 0xFF]) + good[5001:])
+    url, _ = single_function("gradcam", env={"DERMCAM_MODEL_DIR": str(model_dir)})
+    for attempt in (
+        requests.get(url, params={"warmup": "1"}, timeout=30),
+        post_multipart(url, lesion_png),
+    ):
+        assert attempt.status_code == 503
+        error = attempt.json()["error"]
+        assert error["code"] == "model_unavailable" and "checksum" in error["message"]
+    artifact.write_bytes(good)  # the fault is gone: the next request loads the model
+    assert post_multipart(url, lesion_png).status_code == 200
