@@ -146,6 +146,12 @@ def corpus(lesion: Image.Image) -> list[tuple[str, dict, int, str | None]]:
             413,
             "payload_too_large",
         ),
+        (
+            "chunked text over the limit",
+            raw(iter([b"x" * (1 << 20)] * 11), "text/plain"),
+            415,
+            "unsupported_media_type",
+        ),
         ("wrong content type", raw(png, "text/plain"), 415, "unsupported_media_type"),
         ("missing content type", raw(png, None), 415, "unsupported_media_type"),
         ("multipart without the field", {"files": {"photo": ("a.png", png)}}, 400, "bad_request"),

@@ -62,9 +62,6 @@ def parse_image_request(request: flask.Request, settings: Settings) -> ImageRequ
         request.max_content_length = settings.max_upload_bytes + 1
         return _parse(request, settings)
     except RequestEntityTooLarge as exc:
-        # functions-framework drains unread bodies after the response (get_data()); mark the
-        # body as read so a refused upload is neither buffered in memory nor a 500.
-        request._cached_data = b""
         raise _too_large(settings) from exc
 
 
@@ -162,6 +159,10 @@ def serve(
             raise MethodNotAllowed("POST an image to this function; GET ?warmup=1 loads the model.")
     except DermcamError as exc:
         body, status = {"error": {"code": exc.code, "message": exc.message}}, exc.status
+        # functions-framework drains unread bodies after the response (get_data()); mark the
+        # body as read so a refused upload is neither buffered in memory nor, past the
+        # limit, a 500. The connection is closed instead of kept alive.
+        request._cached_data = b""
         fields["error"] = exc.code
     except Exception as exc:  # noqa: BLE001 - answer JSON, log the type, never the trace
         telemetry.log(
