@@ -19,10 +19,6 @@ MODEL = ModelCache(SETTINGS, artifacts=("gradcam",))
 STORE = HeatmapStore(SETTINGS)
 
 
-def _version() -> str | None:
-    return MODEL.get().manifest.version if MODEL.loaded else None
-
-
 @functions_framework.http
 def gradcam(request: flask.Request) -> flask.Response:
     """Explain one image's class with a heatmap."""
@@ -32,5 +28,5 @@ def gradcam(request: flask.Request) -> flask.Response:
         "gradcam",
         lambda req: service.gradcam(MODEL, STORE, req, SETTINGS),
         MODEL.warmup,
-        _version,
+        MODEL.loaded_version,
     )

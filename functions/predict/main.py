@@ -16,10 +16,6 @@ SETTINGS = load_settings()
 MODEL = ModelCache(SETTINGS, artifacts=("predict",))
 
 
-def _version() -> str | None:
-    return MODEL.get().manifest.version if MODEL.loaded else None
-
-
 @functions_framework.http
 def predict(request: flask.Request) -> flask.Response:
     """Rank every class for one image."""
@@ -29,5 +25,5 @@ def predict(request: flask.Request) -> flask.Response:
         "predict",
         lambda req: service.predict(MODEL, req, SETTINGS),
         MODEL.warmup,
-        _version,
+        MODEL.loaded_version,
     )

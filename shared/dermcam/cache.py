@@ -30,6 +30,11 @@ class ModelCache:
     def loaded(self) -> bool:
         return self._engine is not None
 
+    def loaded_version(self) -> str | None:
+        """The model version for logs, without loading anything."""
+        engine = self._engine
+        return engine.manifest.version if engine is not None else None
+
     def get(self) -> Engine:
         """The engine, loading it on first use. Raises ModelUnavailable."""
         engine = self._engine
