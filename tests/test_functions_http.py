@@ -96,7 +96,7 @@ def test_gradcam_default_class_stores_a_heatmap_and_caches_it(stack, lesion_rgb)
     assert heatmap["object"].endswith(f"/{body['target']['index']}/{sha(data)}.png")
     assert "X-Goog-Signature" in heatmap["url"] and heatmap["expires_at"]
     picture = fetch_png(heatmap["url"])
-    assert picture.format == "PNG" and picture.mode == "RGBA"
+    assert picture.format == "PNG" and picture.has_transparency_data
     assert picture.size == (heatmap["width"], heatmap["height"]) == (128, 128)
     grid = heatmap["grid"]
     assert (len(grid), len(grid[0])) == (16, 16)
@@ -311,7 +311,7 @@ def test_storage_frozen_then_killed_gives_inline_heatmaps(single_function, lesio
         print(f"frozen storage: inline heatmap after {time.monotonic() - started:.2f} s")
         assert time.monotonic() - started < 10
         assert body["heatmap"]["stored"] is False and body["heatmap"]["object"] is None
-        assert fetch_png(body["heatmap"]["url"]).mode == "RGBA"
+        assert fetch_png(body["heatmap"]["url"]).has_transparency_data
     finally:
         os.killpg(storage.pid, signal.SIGCONT)
     time.sleep(2.5)  # past the back-off: storage is tried again

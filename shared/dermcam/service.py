@@ -142,7 +142,7 @@ def gradcam(
         probs = explanation.probabilities
         grid = cam.class_map(explanation.activations, explanation.gradients, method)
         timer.mark("inference")
-        png = render.png_bytes(render.heatmap_rgba(grid, width, height))
+        png = render.png_bytes(render.heatmap_image(grid, width, height))
         timer.mark("render")
         grid = np.round(grid, GRID_DECIMALS)
         if storage_error is None:
@@ -221,7 +221,7 @@ def _composite(
 ) -> dict[str, Any]:
     """The photo with the heatmap laid over it, as a JPEG for reports and downloads. Stored
     only when asked for: it contains the photo itself."""
-    picture = render.composite(decoded.image, render.heatmap_rgba(grid, width, height))
+    picture = render.composite(decoded.image, render.heatmap_image(grid, width, height))
     data = render.jpeg_bytes(picture)
     composite_key = key.removesuffix(".png") + ".composite.jpg"
     try:
