@@ -4,7 +4,8 @@
                         [--engines litert,keras] [--functions predict,gradcam]
                         [--tiers 128,256,512] [--warm 100] [--no-quant]
 
-Writes bench/results.json and bench/results.md. Figures are medians of this run on this
+A function that fits none of --tiers is also run at 1024 MiB, so every engine gets a tier
+and a cost. Writes bench/results.json and bench/results.md. Figures are medians of this run on this
 machine; ratios compare engines measured in the same run.
 """
 
@@ -79,11 +80,18 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             for function in args.functions.split(","):
                 for engine in args.engines.split(","):
-                    for limit in [fitcheck.BASELINE_MB, *tiers]:
-                        run = fitcheck.run_function(
-                            function, dirs[name], limit, plan, engine, storage_url, log_dir
+                    runs = []
+                    for limit in [fitcheck.BASELINE_MB, *tiers, *fitcheck.LARGER_TIERS_MB]:
+                        if limit in fitcheck.LARGER_TIERS_MB and any(
+                            run.fits(runs[0]) for run in runs[1:]
+                        ):
+                            break  # a smaller tier held: the larger ones tell nothing new
+                        runs.append(
+                            fitcheck.run_function(
+                                function, dirs[name], limit, plan, engine, storage_url, log_dir
+                            )
                         )
-                        row = {"model": name, **run.as_dict()}
+                        row = {"model": name, **runs[-1].as_dict()}
                         results["runs"].append(row)
                         print(report.one_line(row), flush=True)
         if not args.no_quant:
