@@ -122,6 +122,21 @@ def headline(results: dict) -> str:
     return "\n".join(lines)
 
 
+def ratio_table(results: dict) -> str:
+    lines = [
+        "| model | function | smallest tier | peak memory | cold start | p50 (small) | "
+        "memory × time (GB-s) | peak × p50 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ratios(summary(results)):
+        lines.append(
+            f"| {r['model']} | {r['function']} | {_fmt(r['tier'], 1)}× | "
+            f"{_fmt(r['memory'], 1)}× | {_fmt(r['cold_start'], 1)}× | "
+            f"{_fmt(r['latency'], 1)}× | {_fmt(r['gb_s'], 1)}× | {_fmt(r['peak_x_p50'], 1)}× |"
+        )
+    return "\n".join(lines)
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     parts = [
@@ -158,16 +173,8 @@ def markdown(results: dict) -> str:
         "(peak, page cache included, × small-PNG p50); peak, cold start and p50 are from the "
         "2 GiB runs.",
         "",
-        "| model | function | smallest tier | peak memory | cold start | p50 (small) | "
-        "memory × time (GB-s) | peak × p50 |",
-        "|---|---|---|---|---|---|---|---|",
+        ratio_table(results),
     ]
-    for r in ratios(summary(results)):
-        parts.append(
-            f"| {r['model']} | {r['function']} | {_fmt(r['tier'], 1)}× | "
-            f"{_fmt(r['memory'], 1)}× | {_fmt(r['cold_start'], 1)}× | "
-            f"{_fmt(r['latency'], 1)}× | {_fmt(r['gb_s'], 1)}× | {_fmt(r['peak_x_p50'], 1)}× |"
-        )
     parts += [
         "",
         "## Every run",
@@ -290,6 +297,8 @@ def update_readme(results: dict, readme: Path) -> None:
         f"{README_START}\nMeasured by `make bench` on {results['date'][:10]} ({m['cpu']}, "
         f"{m['cores']} cores; each function a real functions-framework server in a cgroup "
         "memory group at the tier, page cache dropped before each cold start; details and "
-        f"every run in [bench/results.md](bench/results.md)):\n\n{headline(results)}\n"
+        f"every run in [bench/results.md](bench/results.md)):\n\n{headline(results)}\n\n"
+        "TensorFlow engine ÷ LiteRT engine, same run (memory × time: GB-s per 1000 requests, "
+        f"each at the smallest tier it held):\n\n{ratio_table(results)}\n"
     )
     readme.write_text(text[:start] + block + text[end:])

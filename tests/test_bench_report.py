@@ -78,3 +78,12 @@ def test_markdown_lists_every_run():
     text = report.markdown(results(RUNS))
     assert text.count("| m | predict |") == len(RUNS) + 3  # + 2 summary rows, 1 ratio row
     assert "1024 MiB" in text
+
+
+def test_readme_headline_is_replaced_between_its_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{report.README_START}\nSTALE-TABLE\n{report.README_END}\n\nrest\n")
+    report.update_readme(results(RUNS), readme)
+    text = readme.read_text()
+    assert "STALE-TABLE" not in text and text.endswith(f"{report.README_END}\n\nrest\n")
+    assert "on 2026-11-27 (cpu, 2 cores" in text and "| m | predict | 4.0× |" in text
