@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from model_store.fitcheck import BASELINE_MB, SLOWDOWN_LIMIT
+from model_store.fitcheck import BASELINE_MB, SLOWDOWN_LIMIT, WARM_BUDGET_S
 
 
 def _fmt(value, digits: int = 0) -> str:  # noqa: ANN001
@@ -20,6 +20,8 @@ def _p50(row: dict, kind: str, key: str = "latency_ms") -> float | None:
 
 def fits(row: dict, baseline: dict | None) -> bool:
     if row["cold_start_s"] is None or row["oom_kills"] or row["errors"]:
+        return False
+    if not row.get("complete", True):  # stopped early: thrashing or failing
         return False
     p50, base = _p50(row, "all"), _p50(baseline or {}, "all")
     return p50 is not None and (base is None or p50 <= SLOWDOWN_LIMIT * base)
@@ -157,8 +159,11 @@ def markdown(results: dict) -> str:
         "A function *fits* a tier when it had no OOM kill, every request answered 200 and its "
         f"p50 stayed within {SLOWDOWN_LIMIT}× of the unconstrained {BASELINE_MB} MiB run. "
         "Peak is the group's `memory.max_usage_in_bytes` (all processes of the server, page "
-        "cache included). A function that fits none of 128/256/512 MiB is also run at 1024 "
-        "MiB; 2 GiB counts as a tier when it held. GB-s / 1000 requests = smallest fitting "
+        "cache included). Compute is the server's time without storage calls; engine is the "
+        "inference step alone. A run whose warm requests exceed "
+        f"{WARM_BUDGET_S:.0f} s is stopped as thrashing. A function that fits none of "
+        "128/256/512 MiB is also run at 1024 MiB; 2 GiB counts as a tier when it held. "
+        "GB-s / 1000 requests = smallest fitting "
         "tier × p50 latency (all requests) × 1000: the memory Cloud Functions bills, one "
         "request at a time.",
         "",
@@ -181,8 +186,8 @@ def markdown(results: dict) -> str:
         "",
         "| model | function | engine | limit MiB | cold start s | peak MiB | anon MiB "
         "(end) | OOM kills | errors | p50/p95 small ms | p50/p95 large ms | "
-        "compute p50 small/large ms | fits |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "compute p50 small/large ms | engine p50 small/large ms | fits |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups = _groups(results)
     for (model, function, engine), by_tier in groups.items():
@@ -197,6 +202,8 @@ def markdown(results: dict) -> str:
                 f"{_fmt(small.get('p95'), 1)} | {_fmt(large.get('p50'), 1)}/"
                 f"{_fmt(large.get('p95'), 1)} | {_fmt(_p50(r, 'small', 'compute_ms'), 1)}/"
                 f"{_fmt(_p50(r, 'large', 'compute_ms'), 1)} | "
+                f"{_fmt(_p50(r, 'small', 'inference_ms'), 1)}/"
+                f"{_fmt(_p50(r, 'large', 'inference_ms'), 1)} | "
                 f"{'yes' if limit != BASELINE_MB and fits(r, baseline) else '–'} |"
             )
     if results.get("quantization"):

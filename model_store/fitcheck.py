@@ -41,6 +41,9 @@ TIERS_MB = (128, 256, 512)
 LARGER_TIERS_MB = (1024,)
 BASELINE_MB = 2048
 SLOWDOWN_LIMIT = 1.25
+# A run whose warm requests take longer than this is thrashing (page cache reclaimed and
+# re-read on every request): stopped and reported as not fitting instead of waiting it out.
+WARM_BUDGET_S = 120.0
 MARGIN = 0.2
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_PYTHON = ROOT / ".venv-runtime" / "bin" / "python"
@@ -116,6 +119,8 @@ class Run:
     errors: int = 0
     latency_ms: dict = field(default_factory=dict)  # client round trip, per kind
     compute_ms: dict = field(default_factory=dict)  # server timing without storage calls
+    inference_ms: dict = field(default_factory=dict)  # the engine alone, per kind
+    complete: bool = True  # False: stopped early (failures in a row, or over the budget)
     note: str = ""
 
     @property
@@ -126,7 +131,9 @@ class Run:
         return (self.latency_ms.get("all") or {}).get("p50")
 
     def fits(self, baseline: Run | None) -> bool:
-        if not self.answered or self.oom_kills or self.errors or self.p50() is None:
+        if not self.answered or not self.complete or self.oom_kills or self.errors:
+            return False
+        if self.p50() is None:
             return False
         if baseline is None or baseline.p50() is None:
             return True
@@ -281,11 +288,25 @@ def _first_answer(
     return None
 
 
-def _warm(run: Run, session: requests.Session, url: str, plan: list[Upload], function: str) -> None:
+def _warm(
+    run: Run,
+    session: requests.Session,
+    url: str,
+    plan: list[Upload],
+    function: str,
+    budget_s: float | None = None,
+) -> None:
+    budget_s = WARM_BUDGET_S if budget_s is None else budget_s
     client: dict[str, list[float]] = {"small": [], "large": []}
     server: dict[str, list[float]] = {"small": [], "large": []}
+    engine: dict[str, list[float]] = {"small": [], "large": []}
     failures_in_a_row = 0
+    started = time.perf_counter()
     for i, upload in enumerate(plan, start=1):
+        if time.perf_counter() - started > budget_s:
+            run.complete = False
+            run.note = f"stopped: {run.requests} requests took over {budget_s:.0f} s (thrashing)"
+            break
         begun = time.perf_counter()
         try:
             response = _post(session, url, upload, function, i)
@@ -298,6 +319,7 @@ def _warm(run: Run, session: requests.Session, url: str, plan: list[Upload], fun
             run.errors += 1
             failures_in_a_row += 1
             if failures_in_a_row >= 3:
+                run.complete = False
                 run.note = f"stopped after 3 failures in a row (last: {failure}, {upload.kind})"
                 break
             continue
@@ -306,9 +328,11 @@ def _warm(run: Run, session: requests.Session, url: str, plan: list[Upload], fun
         timing = response.json()["timing_ms"]
         storage = timing.get("lookup_ms", 0) + timing.get("store_ms", 0)
         server[upload.kind].append(timing["total_ms"] - storage)
+        engine[upload.kind].append(timing["inference_ms"])
     run.latency_ms = {k: _percentiles(v) for k, v in client.items()}
     run.latency_ms["all"] = _percentiles(client["small"] + client["large"])
     run.compute_ms = {k: _percentiles(v) for k, v in server.items()}
+    run.inference_ms = {k: _percentiles(v) for k, v in engine.items()}
 
 
 def _wait_empty(group: memgroup.MemoryGroup, timeout_s: float = 10.0) -> None:

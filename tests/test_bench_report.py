@@ -65,6 +65,12 @@ def test_two_gib_counts_as_a_tier_only_when_it_held():
     assert keras["tier_mb"] is None and keras["gb_s_per_1000"] is None
 
 
+def test_a_run_stopped_early_does_not_fit():
+    stopped = [*RUNS[:2], {**row("litert", 256, 11.0), "complete": False}, *RUNS[3:]]
+    lite = next(r for r in report.summary(results(stopped)) if r["engine"] == "litert")
+    assert lite["tier_mb"] == 512
+
+
 def test_ratios_and_targets_use_billed_memory_times_time():
     (ratio,) = report.ratios(report.summary(results(RUNS)))
     assert ratio["tier"] == 4.0 and ratio["latency"] == 4.0 and ratio["cold_start"] == 8.0

@@ -32,6 +32,14 @@ def test_gradcam_with_storage_fits_its_tier(demo_model_dir, plan, stack, tmp_pat
     )
     assert run.answered and run.errors == 0 and run.oom_kills == 0
     assert run.compute_ms["small"]["p50"] > 0
+    assert 0 < run.inference_ms["small"]["p50"] < run.compute_ms["small"]["p50"]
+
+
+def test_a_thrashing_run_is_stopped_and_does_not_fit(demo_model_dir, plan, tmp_path, monkeypatch):
+    monkeypatch.setattr(fitcheck, "WARM_BUDGET_S", 0.0)  # every run is over this budget
+    run = fitcheck.run_function("predict", demo_model_dir, 256, plan, log_dir=tmp_path)
+    assert run.answered and not run.complete and "stopped" in run.note
+    assert run.requests < len(plan) - 1 and not run.fits(baseline=None)
 
 
 def test_a_tier_too_small_is_reported_not_hidden(demo_model_dir, plan, tmp_path):
