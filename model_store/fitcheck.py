@@ -63,6 +63,25 @@ def server_python(engine: str) -> tuple[str, str]:
     return sys.executable, "dev"
 
 
+def server_env(
+    model_dir: str | Path, engine: str, storage_url: str | None, bucket: str
+) -> dict[str, str]:
+    """A function server as deployed with concurrency 1: one request, one thread at a time."""
+    return devstack.function_env(
+        storage_url or "http://127.0.0.1:9",
+        bucket,
+        {
+            "DERMCAM_MODEL_DIR": str(model_dir),
+            "DERMCAM_ENGINE": engine,
+            "DERMCAM_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "TF_NUM_INTRAOP_THREADS": "1",
+            "TF_NUM_INTEROP_THREADS": "1",
+            "THREADS": "1",  # gunicorn threads
+        },
+    )
+
+
 @dataclass(frozen=True)
 class Upload:
     kind: str  # "small" (256 px PNG) or "large" (4000×3000 JPEG)
@@ -160,20 +179,7 @@ def run_function(
     bucket = f"bench-{uuid.uuid4().hex[:10]}"  # a fresh bucket: nothing is cached
     if storage_url:
         devstack.create_bucket(storage_url, bucket)
-    env = devstack.function_env(
-        storage_url or "http://127.0.0.1:9",
-        bucket,
-        {
-            "DERMCAM_MODEL_DIR": str(model_dir),
-            "DERMCAM_ENGINE": engine,
-            "DERMCAM_NUM_THREADS": "1",
-            "OMP_NUM_THREADS": "1",
-            "TF_NUM_INTRAOP_THREADS": "1",
-            "TF_NUM_INTEROP_THREADS": "1",
-            # One request at a time, as deployed (concurrency 1): one gunicorn thread.
-            "THREADS": "1",
-        },
-    )
+    env = server_env(model_dir, engine, storage_url, bucket)
     python, run.venv = server_python(engine)
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="fitcheck-"))
     log = open(log_dir / f"{function}-{engine}-{limit_mb}.log", "ab")  # noqa: SIM115
@@ -206,7 +212,7 @@ def run_function(
         devstack.kill_group(proc)
         log.close()
         if group is not None:
-            _wait_empty(group)
+            wait_empty(group)
             group.remove()
     return run
 
@@ -241,7 +247,7 @@ def spawn(
     return proc, f"http://127.0.0.1:{port}"
 
 
-def _post(
+def post_upload(
     session: requests.Session,
     url: str,
     upload: Upload,
@@ -273,7 +279,7 @@ def _first_answer(
         if proc.poll() is not None or hopeless():
             return None
         try:
-            response = _post(session, url, upload, function, 0, timeout=timeout_s)
+            response = post_upload(session, url, upload, function, 0, timeout=timeout_s)
         except requests.ConnectionError:
             time.sleep(0.01)
             continue
@@ -309,7 +315,7 @@ def _warm(
             break
         begun = time.perf_counter()
         try:
-            response = _post(session, url, upload, function, i)
+            response = post_upload(session, url, upload, function, i)
             ok = response.status_code == 200
             failure = f"HTTP {response.status_code}"
         except requests.RequestException as exc:
@@ -335,7 +341,7 @@ def _warm(
     run.inference_ms = {k: _percentiles(v) for k, v in engine.items()}
 
 
-def _wait_empty(group: memgroup.MemoryGroup, timeout_s: float = 10.0) -> None:
+def wait_empty(group: memgroup.MemoryGroup, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while group.pids() and time.monotonic() < deadline:
         for pid in group.pids():

@@ -1,5 +1,7 @@
 """The fit-check harness on the demo model: a real server inside a real memory cgroup."""
 
+import json
+
 import pytest
 
 from model_store import fitcheck, memgroup
@@ -70,3 +72,15 @@ def test_fit_needs_the_baseline_speed():
     assert not run(128, 10.0, oom_kills=1).fits(base)
     assert not run(128, 10.0, errors=1).fits(base)
     assert not fitcheck.Run("predict", "litert", 128, True).fits(base)  # never answered
+
+
+def test_cli_prints_the_smallest_tier_with_its_margin(demo_model_dir, tmp_path, capsys):
+    report_file = tmp_path / "fit.json"
+    args = ["--functions", "predict", "--warm", "4", "--json", str(report_file)]
+    assert fitcheck.main([str(demo_model_dir), *args]) == 0
+    printed = capsys.readouterr().out
+    assert "predict: fits 128 MiB with a 20% margin" in printed
+    report = json.loads(report_file.read_text())["predict"]
+    # run at 80 % of the tier, and it stayed under that limit
+    assert report["tier_mb"] == 128 and report["runs"][-1]["limit_mb"] == int(128 * 0.8)
+    assert report["runs"][-1]["peak_mb"] <= 128 * 0.8 and report["runs"][-1]["oom_kills"] == 0
