@@ -213,7 +213,7 @@ def tiered_gradcam(stack, tmp_path_factory):
     yield url, group, bucket
     devstack.kill_group(proc)
     if group is not None:
-        fitcheck._wait_empty(group)
+        fitcheck.wait_empty(group)
         group.remove()
     log.close()
 
