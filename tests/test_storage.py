@@ -9,11 +9,19 @@ import base64
 import datetime as dt
 from urllib.parse import parse_qs, urlparse
 
+import numpy as np
 import pytest
 from google.auth import credentials as ga_credentials
 
 from dermcam.config import Settings
-from dermcam.storage import HeatmapStore, heatmap_key
+from dermcam.storage import (
+    GRID_METADATA_LIMIT,
+    HeatmapStore,
+    decode_grid,
+    encode_grid,
+    grid_metadata,
+    heatmap_key,
+)
 
 SHA = "ab" * 32
 
@@ -24,6 +32,30 @@ def test_keys_come_from_validated_values_only():
         heatmap_key("demo", "1", "gradcam", 4, "../../etc/passwd")
     with pytest.raises(KeyError):
         heatmap_key("demo", "1", "../x", 4, SHA)
+
+
+def test_grid_metadata_keeps_four_decimals_exactly_and_compactly():
+    grid = np.round(np.random.default_rng(0).random((16, 16)), 4)
+    grid[3, 4], grid[5, 6] = 0.0, 1.0
+    encoded = encode_grid(grid)
+    assert len(encoded) < 700  # 2 bytes a cell; as JSON float32 values it was 4.8 KB
+    assert np.array_equal(decode_grid(encoded), grid)
+    assert decode_grid(encoded).tolist() == grid.tolist()  # same floats in the JSON answer
+    metadata = grid_metadata(grid, {"method": "gradcam", "class": 3})
+    assert metadata == {"grid": encoded, "method": '"gradcam"', "class": "3"}
+
+
+def test_a_map_too_large_for_metadata_is_not_kept():
+    side = int((GRID_METADATA_LIMIT * 3 / 4 / 2) ** 0.5) + 2
+    assert "grid" not in grid_metadata(np.zeros((side, side)), {"class": 1})
+
+
+@pytest.mark.parametrize(
+    "text", ["", "16x16", "16x16:!!!", "4x4:" + base64.b64encode(b"\0" * 8).decode(), "[[0.1]]"]
+)
+def test_unreadable_grid_metadata_is_a_value_error(text):
+    with pytest.raises(ValueError):
+        decode_grid(text)
 
 
 class FunctionIdentity(ga_credentials.Credentials):

@@ -4,7 +4,6 @@ bytes → image → tensor → engine → (probs, A, grads) → cam → PNG → 
 from __future__ import annotations
 
 import base64
-import json
 import time
 from typing import Any
 
@@ -16,9 +15,15 @@ from dermcam.config import Settings
 from dermcam.errors import UnknownMethod, UnknownTarget
 from dermcam.http import ImageRequest
 from dermcam.manifest import Manifest
-from dermcam.storage import HeatmapStore, StorageUnavailable, grid_metadata, heatmap_key
-
-GRID_DECIMALS = 4
+from dermcam.storage import (
+    GRID_DECIMALS,
+    HeatmapStore,
+    StorageUnavailable,
+    StoredObject,
+    decode_grid,
+    grid_metadata,
+    heatmap_key,
+)
 
 
 class Timer:
@@ -130,9 +135,9 @@ def gradcam(
     except StorageUnavailable as exc:
         storage_error = str(exc)
     timer.mark("lookup")
-    cached = stored is not None and "grid" in stored.metadata
+    grid = _stored_grid(stored)
+    cached = grid is not None
     if cached:
-        grid = np.asarray(json.loads(stored.metadata["grid"]), np.float32)
         if probs is None:
             probs = engine.predict(tensor)
         timer.mark("inference")
@@ -144,14 +149,12 @@ def gradcam(
         timer.mark("inference")
         png = render.png_bytes(render.heatmap_image(grid, width, height))
         timer.mark("render")
-        grid = np.round(grid, GRID_DECIMALS)
+        # float64 first: a rounded float32 prints as 0.3440000116825104 in JSON
+        grid = np.round(grid.astype(np.float64), GRID_DECIMALS)
         if storage_error is None:
             try:
                 stored = store.put(
-                    key,
-                    png,
-                    "image/png",
-                    grid_metadata(grid.tolist(), {"method": method, "class": target}),
+                    key, png, "image/png", grid_metadata(grid, {"method": method, "class": target})
                 )
             except StorageUnavailable as exc:
                 storage_error = str(exc)
@@ -205,6 +208,17 @@ def gradcam(
         "heatmap": heatmap,
         "timing_ms": timer.summary(),
     }
+
+
+def _stored_grid(stored: StoredObject | None) -> np.ndarray | None:
+    """The map kept with a stored heatmap, or None: nothing stored, no map kept (too large),
+    or metadata this version cannot read (then the map is recomputed)."""
+    if stored is None or "grid" not in stored.metadata:
+        return None
+    try:
+        return decode_grid(stored.metadata["grid"])
+    except ValueError:
+        return None
 
 
 def _truthy(value: Any) -> bool:

@@ -8,12 +8,15 @@ A failing store never fails a request: callers fall back to an inline heatmap.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from dermcam.config import Settings
 
@@ -188,9 +191,34 @@ class HeatmapStore:
         )
 
 
-def grid_metadata(grid: list[list[float]], extra: dict[str, Any]) -> dict[str, str]:
+GRID_DECIMALS = 4  # what the API answers; stored exactly
+_GRID_SCALE = 10**GRID_DECIMALS
+# Cloud Storage allows 8 KiB of custom metadata per object, and fake-gcs-server's filesystem
+# backend keeps it in one extended attribute (about 3 KB on ext4). A larger map is not kept:
+# the heatmap is still stored, and a repeat recomputes the map.
+GRID_METADATA_LIMIT = 2048
+
+
+def encode_grid(grid: np.ndarray) -> str:
+    """'HxW:' + base64 of little-endian uint16 cells = round(value × 10⁴): 2 bytes a cell,
+    the API's 4 decimals exactly (as JSON float32 values, a 16×16 map took 4.8 KB)."""
+    height, width = grid.shape
+    cells = np.rint(np.clip(grid, 0.0, 1.0) * _GRID_SCALE).astype("<u2")
+    return f"{height}x{width}:" + base64.b64encode(cells.tobytes()).decode("ascii")
+
+
+def decode_grid(text: str) -> np.ndarray:
+    """The float64 map `encode_grid` wrote; ValueError for anything else."""
+    shape, _, data = text.partition(":")
+    height, width = (int(n) for n in shape.split("x"))
+    cells = np.frombuffer(base64.b64decode(data, validate=True), "<u2")
+    return cells.reshape(height, width) / _GRID_SCALE
+
+
+def grid_metadata(grid: np.ndarray, extra: dict[str, Any]) -> dict[str, str]:
     """Custom metadata stored with a heatmap so a cached answer needs no recomputation."""
-    return {
-        "grid": json.dumps(grid, separators=(",", ":")),
-        **{k: json.dumps(v, separators=(",", ":")) for k, v in extra.items()},
-    }
+    metadata = {k: json.dumps(v, separators=(",", ":")) for k, v in extra.items()}
+    encoded = encode_grid(grid)
+    if len(encoded) <= GRID_METADATA_LIMIT:
+        metadata["grid"] = encoded
+    return metadata
