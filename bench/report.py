@@ -145,7 +145,7 @@ def markdown(results: dict) -> str:
         "# dermcam benchmark results",
         "",
         f"Measured {results['date']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}, "
-        f"kernel {m['kernel']}. Memory limits: "
+        f"kernel {m['kernel']}, code at commit {results.get('commit', 'unknown')}. Memory limits: "
         + (
             "cgroup v1 memory groups (limit = memsw limit), page cache dropped before each cold "
             "start."
@@ -302,7 +302,8 @@ def update_readme(results: dict, readme: Path) -> None:
     m = results["machine"]
     block = (
         f"{README_START}\nMeasured by `make bench` on {results['date'][:10]} ({m['cpu']}, "
-        f"{m['cores']} cores; each function a real functions-framework server in a cgroup "
+        f"{m['cores']} cores, commit {results.get('commit', 'unknown')}; each function a real "
+        "functions-framework server in a cgroup "
         "memory group at the tier, page cache dropped before each cold start; details and "
         f"every run in [bench/results.md](bench/results.md)):\n\n{headline(results)}\n\n"
         "TensorFlow engine ÷ LiteRT engine, same run (memory × time: GB-s per 1000 requests, "

@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import platform
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -46,6 +47,23 @@ def machine() -> dict:
     }
 
 
+def commit() -> str:
+    """The code measured: the commit, marked dirty when the work tree differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("-dirty" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
@@ -70,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
+        "commit": commit(),
         "warm_requests": args.warm,
         "tiers_mb": tiers,
         "runs": [],

@@ -27,6 +27,7 @@ def results(runs):
     return {
         "date": "2026-11-27T00:00:00+00:00",
         "machine": {"cpu": "cpu", "cores": 2, "python": "3", "kernel": "k", "cgroup_v1": True},
+        "commit": "abc1234",
         "warm_requests": 10,
         "tiers_mb": [128, 256, 512],
         "runs": runs,
@@ -83,7 +84,7 @@ def test_ratios_and_targets_use_billed_memory_times_time():
 def test_markdown_lists_every_run():
     text = report.markdown(results(RUNS))
     assert text.count("| m | predict |") == len(RUNS) + 3  # + 2 summary rows, 1 ratio row
-    assert "1024 MiB" in text
+    assert "1024 MiB" in text and "commit abc1234" in text
 
 
 def test_readme_headline_is_replaced_between_its_markers(tmp_path):
@@ -92,4 +93,5 @@ def test_readme_headline_is_replaced_between_its_markers(tmp_path):
     report.update_readme(results(RUNS), readme)
     text = readme.read_text()
     assert "STALE-TABLE" not in text and text.endswith(f"{report.README_END}\n\nrest\n")
-    assert "on 2026-11-27 (cpu, 2 cores" in text and "| m | predict | 4.0× |" in text
+    assert "on 2026-11-27 (cpu, 2 cores, commit abc1234;" in text
+    assert "| m | predict | 4.0× |" in text
