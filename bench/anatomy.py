@@ -45,16 +45,9 @@ def server(
     python, _ = fitcheck.server_python(engine)
     with open(log_dir / f"{function}-{engine}.log", "ab") as log:
         proc, url = fitcheck.spawn(function, env, group, log, python)
-        session = requests.Session()
         try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                try:  # an empty body is refused before the model is loaded
-                    session.post(url, data=b"", timeout=30)
-                    break
-                except requests.ConnectionError:
-                    time.sleep(0.05)
-            yield session, url
+            devstack.wait_until_up(url, 90, proc)  # a GET is refused (405): no model loaded
+            yield requests.Session(), url
         finally:
             devstack.kill_group(proc)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from model_store.fitcheck import BASELINE_MB, SLOWDOWN_LIMIT, WARM_BUDGET_S
+from model_store.fitcheck import BASELINE_MB, SLOWDOWN_LIMIT, WARM_BUDGET_S, Run
 
 
 def _fmt(value, digits: int = 0) -> str:  # noqa: ANN001
@@ -18,13 +18,13 @@ def _p50(row: dict, kind: str, key: str = "latency_ms") -> float | None:
     return (row.get(key, {}).get(kind) or {}).get("p50")
 
 
+def _run(row: dict) -> Run:
+    return Run(**{k: v for k, v in row.items() if k != "model"})
+
+
 def fits(row: dict, baseline: dict | None) -> bool:
-    if row["cold_start_s"] is None or row["oom_kills"] or row["errors"]:
-        return False
-    if not row.get("complete", True):  # stopped early: thrashing or failing
-        return False
-    p50, base = _p50(row, "all"), _p50(baseline or {}, "all")
-    return p50 is not None and (base is None or p50 <= SLOWDOWN_LIMIT * base)
+    """fitcheck's own rule, applied to a stored row."""
+    return _run(row).fits(_run(baseline) if baseline else None)
 
 
 def one_line(row: dict) -> str:

@@ -11,6 +11,7 @@ def row(engine, limit, p50, *, oom=0, errors=0, peak=100.0, cold=0.5, function="
         "function": function,
         "engine": engine,
         "limit_mb": limit,
+        "cgroup": True,
         "cold_start_s": cold,
         "peak_mb": peak,
         "anon_mb": peak / 2,

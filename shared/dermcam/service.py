@@ -164,7 +164,7 @@ def gradcam(
         "width": width,
         "height": height,
         "cached": cached,
-        "grid": np.round(grid, GRID_DECIMALS).tolist(),
+        "grid": grid.tolist(),  # rounded once: fresh above, or as stored
     }
     if stored is not None:
         heatmap.update(
