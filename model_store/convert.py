@@ -68,6 +68,7 @@ def to_tflite(
                 "Flex" in text
                 or "not supported by the native TFLite runtime" in text
                 or ("tf." in text and "legalize" in text)
+                or "ERROR_NEEDS_CUSTOM_OPS" in text  # e.g. 'tf.Erfc' op is neither a custom ...
             ):
                 raise FlexOpsRequired(_flex_ops(text)) from exc
             raise

@@ -1,21 +1,31 @@
 """Builtin-only gradients for the Grad-CAM export.
 
 The LiteRT wheel has no Flex delegate, and TensorFlow's backward ops for ReLU, ReLU6,
-LeakyReLU and depthwise convolutions (ReluGrad, Relu6Grad, LeakyReluGrad,
-DepthwiseConv2dNativeBackpropInput) are Flex-only. These replacements are written in ops
-that lower to TFLite builtins. `tf.GradientTape` ignores gradient_override_map, so the export
-takes gradients with `tf.gradients()` inside a `tf.function`, under `builtin_gradients()`.
+LeakyReLU, ELU, depthwise convolutions, pooling and tf_keras' fused batch norm (ReluGrad,
+Relu6Grad, LeakyReluGrad, EluGrad, DepthwiseConv2dNativeBackpropInput, AvgPoolGrad,
+MaxPoolGrad, FusedBatchNormGradV3) are Flex-only. These replacements are written in ops
+that lower to TFLite builtins. `tf.GradientTape` ignores gradient_override_map, so the
+export takes gradients with `tf.gradients()` inside a `tf.function`, under
+`builtin_gradients()`. Still Flex-only, and named by the exporter when a target needs
+them: LRNGrad, ResizeBilinearGrad, and the Erfc that exact GELU's gradient reuses.
 Adopted from the measured sketch in ../shared/reference/builtin_gradients.py.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 # The only private reach: TF's own depthwise gradient, kept for cases we cannot lower.
 from tensorflow.python.framework import ops as _tf_ops
 
 _DEFAULT_DEPTHWISE_GRAD = _tf_ops._gradient_registry.lookup("DepthwiseConv2dNative")
+_DEFAULT_AVG_POOL_GRAD = _tf_ops._gradient_registry.lookup("AvgPool")
+_DEFAULT_MAX_POOL_GRAD = _tf_ops._gradient_registry.lookup("MaxPool")
+_DEFAULT_FUSED_BN_GRAD = {
+    name: _tf_ops._gradient_registry.lookup(name)
+    for name in ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
+}
 
 
 def _relu_grad(op: tf.Operation, dy: tf.Tensor) -> tf.Tensor:
@@ -31,68 +41,167 @@ def _leaky_relu_grad(op: tf.Operation, dy: tf.Tensor) -> tf.Tensor:
     return tf.where(op.inputs[0] > 0, dy, dy * op.get_attr("alpha"))
 
 
+def _elu_grad(op: tf.Operation, dy: tf.Tensor) -> tf.Tensor:
+    y = op.outputs[0]  # elu'(x) = 1 for x > 0, else exp(x) = y + 1
+    return tf.where(y > 0, dy, dy * (y + 1.0))
+
+
+def _fused_batch_norm_grad(op: tf.Operation, *grads: tf.Tensor) -> list:
+    """Inference-mode batch norm (tf_keras' layers): y = (x - mean) · scale / sqrt(var + eps)
+    + offset, so dy/dx is a per-channel constant. Training mode keeps TensorFlow's own."""
+    if op.get_attr("is_training") or op.get_attr("data_format").decode() != "NHWC":
+        return _DEFAULT_FUSED_BN_GRAD[op.type](op, *grads)
+    _, scale, _, _, variance = op.inputs
+    factor = scale * tf.math.rsqrt(variance + op.get_attr("epsilon"))
+    return [grads[0] * tf.cast(factor, grads[0].dtype)] + [None] * (len(op.inputs) - 1)
+
+
+def _geometry(
+    in_hw: tuple[int, int], out_hw: tuple[int, int], k: tuple[int, int], s: int, padding: str
+) -> tuple[int, int, int, int]:
+    """(top, left, padded_h, padded_w) of a window op, as TensorFlow pads for SAME."""
+    (height, width), (oh, ow), (kh, kw) = in_hw, out_hw, k
+    if padding == "VALID":
+        return 0, 0, height, width
+    pad_h = max((oh - 1) * s + kh - height, 0)
+    pad_w = max((ow - 1) * s + kw - width, 0)
+    return pad_h // 2, pad_w // 2, height + pad_h, width + pad_w
+
+
+def _zero_insert(dy: tf.Tensor, s: int) -> tf.Tensor:
+    """Gradient pixels s apart, zeros between (DEPTH_TO_SPACE of [dy, 0, 0, ...])."""
+    if s == 1:
+        return dy
+    oh, ow = int(dy.shape[1]), int(dy.shape[2])
+    zeros = tf.zeros_like(dy)
+    d = tf.nn.depth_to_space(tf.concat([dy] + [zeros] * (s * s - 1), axis=-1), s)
+    return d[:, : (oh - 1) * s + 1, : (ow - 1) * s + 1, :]
+
+
+def _spread(
+    dy: tf.Tensor, kernel: tf.Tensor, s: int, in_hw: tuple[int, int], padding: str
+) -> tf.Tensor:
+    """Input gradient of a depthwise window op with `kernel` [kh, kw, C, 1]: a forward
+    depthwise conv of the zero-inserted, padded upstream gradient with the spatially
+    reversed kernel, then cropped to the input."""
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
+    oh, ow = int(dy.shape[1]), int(dy.shape[2])
+    top, left, padded_h, padded_w = _geometry(in_hw, (oh, ow), (kh, kw), s, padding)
+    rest_h = padded_h - ((oh - 1) * s + kh)
+    rest_w = padded_w - ((ow - 1) * s + kw)
+    d = tf.pad(
+        _zero_insert(dy, s), [[0, 0], [kh - 1, kh - 1 + rest_h], [kw - 1, kw - 1 + rest_w], [0, 0]]
+    )
+    gx = tf.nn.depthwise_conv2d(d, tf.reverse(kernel, [0, 1]), [1, 1, 1, 1], "VALID")
+    return gx[:, top : top + in_hw[0], left : left + in_hw[1], :]
+
+
+def _lowerable(op: tf.Operation, x: tf.Tensor, strides: list[int]) -> bool:
+    padding = op.get_attr("padding").decode()
+    return (
+        op.get_attr("data_format").decode() == "NHWC"
+        and padding in ("SAME", "VALID")
+        and strides[1] == strides[2]
+        and x.shape[1:].is_fully_defined()
+    )
+
+
 def _depthwise_grad(op: tf.Operation, dy: tf.Tensor) -> tuple[tf.Tensor, None]:
-    """Input gradient of a depthwise conv as a forward depthwise conv of the zero-inserted,
-    padded upstream gradient with the spatially reversed kernel, then cropped. The kernel
+    """Input gradient of a depthwise conv (`_spread` per depth multiplier). The kernel
     gradient is not needed for Grad-CAM."""
     x, w = op.inputs
     strides = list(op.get_attr("strides"))
-    dilations = list(op.get_attr("dilations"))
-    padding = op.get_attr("padding").decode()
-    data_format = op.get_attr("data_format").decode()
     if (
-        data_format != "NHWC"
-        or dilations != [1, 1, 1, 1]
-        or padding not in ("SAME", "VALID")
-        or strides[1] != strides[2]
-        or not x.shape[1:].is_fully_defined()
+        not _lowerable(op, x, strides)
+        or list(op.get_attr("dilations")) != [1, 1, 1, 1]
         or not w.shape.is_fully_defined()
     ):
         return _DEFAULT_DEPTHWISE_GRAD(op, dy)  # not lowerable: the converter will name it
-    s = strides[1]
-    height, width = int(x.shape[1]), int(x.shape[2])
-    kh, kw, channels, multiplier = (int(v) for v in w.shape)
-    oh, ow = int(dy.shape[1]), int(dy.shape[2])
-    if padding == "SAME":
-        pad_h = max((oh - 1) * s + kh - height, 0)
-        pad_w = max((ow - 1) * s + kw - width, 0)
-        top, left = pad_h // 2, pad_w // 2
-        padded_h, padded_w = height + pad_h, width + pad_w
-    else:
-        top = left = 0
-        padded_h, padded_w = height, width
-    d = dy
-    if s > 1:  # zero insertion between gradient pixels, via DEPTH_TO_SPACE
-        zeros = tf.zeros_like(dy)
-        d = tf.nn.depth_to_space(tf.concat([dy] + [zeros] * (s * s - 1), axis=-1), s)
-        d = d[:, : (oh - 1) * s + 1, : (ow - 1) * s + 1, :]
-    rest_h = padded_h - ((oh - 1) * s + kh)
-    rest_w = padded_w - ((ow - 1) * s + kw)
-    d = tf.pad(d, [[0, 0], [kh - 1, kh - 1 + rest_h], [kw - 1, kw - 1 + rest_w], [0, 0]])
-    flipped = tf.reverse(w, [0, 1])
+    in_hw = (int(x.shape[1]), int(x.shape[2]))
+    padding = op.get_attr("padding").decode()
+    channels, multiplier = int(w.shape[2]), int(w.shape[3])
     if multiplier == 1:
-        gx = tf.nn.depthwise_conv2d(d, flipped, [1, 1, 1, 1], "VALID")
-    else:
-        shape = tf.shape(d)
-        d5 = tf.reshape(d, tf.concat([shape[:3], [channels, multiplier]], 0))
-        gx = tf.add_n(
-            [
-                tf.nn.depthwise_conv2d(
-                    d5[..., j], flipped[:, :, :, j : j + 1], [1, 1, 1, 1], "VALID"
-                )
-                for j in range(multiplier)
-            ]
-        )
-    return gx[:, top : top + height, left : left + width, :], None
+        return _spread(dy, w, strides[1], in_hw, padding), None
+    shape = tf.shape(dy)
+    dy5 = tf.reshape(dy, tf.concat([shape[:3], [channels, multiplier]], 0))
+    parts = [
+        _spread(dy5[..., j], w[:, :, :, j : j + 1], strides[1], in_hw, padding)
+        for j in range(multiplier)
+    ]
+    return tf.add_n(parts), None
+
+
+def _pool_window(op: tf.Operation) -> tuple[int, int, int]:
+    ksize, strides = list(op.get_attr("ksize")), list(op.get_attr("strides"))
+    return int(ksize[1]), int(ksize[2]), int(strides[1])
+
+
+def _avg_pool_grad(op: tf.Operation, dy: tf.Tensor) -> tf.Tensor:
+    """AvgPoolGrad: each output's gradient shared equally by the inputs of its window (SAME
+    windows at the border count only the inputs they cover, as TensorFlow averages)."""
+    x = op.inputs[0]
+    if not _lowerable(op, x, list(op.get_attr("strides"))):
+        return _DEFAULT_AVG_POOL_GRAD(op, dy)
+    kh, kw, s = _pool_window(op)
+    in_hw = (int(x.shape[1]), int(x.shape[2]))
+    oh, ow = int(dy.shape[1]), int(dy.shape[2])
+    padding = op.get_attr("padding").decode()
+    top, left, _, _ = _geometry(in_hw, (oh, ow), (kh, kw), s, padding)
+
+    def covered(count: int, start: int, k: int, size: int) -> np.ndarray:
+        first = np.arange(count) * s - start
+        return np.minimum(first + k, size) - np.maximum(first, 0)
+
+    counts = np.outer(covered(oh, top, kh, in_hw[0]), covered(ow, left, kw, in_hw[1]))
+    share = dy / tf.constant(counts[None, :, :, None], dy.dtype)
+    ones = tf.ones([kh, kw, int(x.shape[3]), 1], dy.dtype)
+    return _spread(share, ones, s, in_hw, padding)
+
+
+def _max_pool_grad(op: tf.Operation, dy: tf.Tensor) -> tf.Tensor:
+    """MaxPoolGrad: each output's gradient goes to the first input of its window (in row-major
+    order) that equals the maximum, as TensorFlow routes ties."""
+    x, y = op.inputs[0], op.outputs[0]
+    if not _lowerable(op, x, list(op.get_attr("strides"))):
+        return _DEFAULT_MAX_POOL_GRAD(op, dy)
+    kh, kw, s = _pool_window(op)
+    height, width = int(x.shape[1]), int(x.shape[2])
+    oh, ow = int(dy.shape[1]), int(dy.shape[2])
+    padding = op.get_attr("padding").decode()
+    top, left, padded_h, padded_w = _geometry((height, width), (oh, ow), (kh, kw), s, padding)
+    lowest = float(np.finfo(x.dtype.as_numpy_dtype).min)
+    padding_hw = [[0, 0], [top, padded_h - height - top], [left, padded_w - width - left], [0, 0]]
+    x_padded = tf.pad(x, padding_hw, constant_values=lowest)
+    spread_h, spread_w = (oh - 1) * s + 1, (ow - 1) * s + 1
+    taken = tf.zeros_like(y, dtype=tf.bool)
+    parts = []
+    for di in range(kh):
+        for dj in range(kw):
+            window = x_padded[:, di : di + spread_h : s, dj : dj + spread_w : s, :]
+            equal = tf.equal(window, y)
+            first = tf.logical_and(equal, tf.logical_not(taken))
+            taken = tf.logical_or(taken, equal)
+            placed = tf.pad(
+                _zero_insert(dy * tf.cast(first, dy.dtype), s),
+                [[0, 0], [di, padded_h - di - spread_h], [dj, padded_w - dj - spread_w], [0, 0]],
+            )
+            parts.append(placed)
+    return tf.add_n(parts)[:, top : top + height, left : left + width, :]
 
 
 _REWRITES = {
     "Relu": ("DermcamReluGrad", _relu_grad),
     "Relu6": ("DermcamRelu6Grad", _relu6_grad),
     "LeakyRelu": ("DermcamLeakyReluGrad", _leaky_relu_grad),
+    "Elu": ("DermcamEluGrad", _elu_grad),
+    "FusedBatchNorm": ("DermcamFusedBatchNormGrad", _fused_batch_norm_grad),
+    "FusedBatchNormV2": ("DermcamFusedBatchNormGrad", _fused_batch_norm_grad),
+    "FusedBatchNormV3": ("DermcamFusedBatchNormGrad", _fused_batch_norm_grad),
     "DepthwiseConv2dNative": ("DermcamDepthwiseGrad", _depthwise_grad),
+    "AvgPool": ("DermcamAvgPoolGrad", _avg_pool_grad),
+    "MaxPool": ("DermcamMaxPoolGrad", _max_pool_grad),
 }
-for _name, _fn in _REWRITES.values():
+for _name, _fn in dict(_REWRITES.values()).items():
     try:
         tf.RegisterGradient(_name)(_fn)
     except KeyError:  # already registered (module reloaded)

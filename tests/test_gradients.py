@@ -1,0 +1,82 @@
+"""Builtin-only gradient rewrites: equal to TensorFlow's own gradients, and convertible to
+LiteRT without Flex ops, for every stride, padding and window the keras.applications use."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from model_store.convert import to_tflite  # noqa: E402
+from model_store.gradients import builtin_gradients  # noqa: E402
+
+SHAPE = (1, 11, 13, 4)  # odd sizes: SAME padding is uneven
+
+
+def _ops(size: tuple[int, int], stride: int, padding: str) -> dict:
+    return {
+        "avg": lambda x: tf.nn.avg_pool2d(x, size, stride, padding),
+        "max": lambda x: tf.nn.max_pool2d(x, size, stride, padding),
+    }
+
+
+def _inputs(ties: bool) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=SHAPE).astype(np.float32)
+    if ties:  # after a ReLU, whole windows are 0: ties that TensorFlow routes to one input
+        x = np.maximum(x, 0.0)
+        x[:, :4, :4, :] = 0.0
+    return x
+
+
+WINDOWS = [
+    ((2, 2), 2, "VALID"),
+    ((3, 3), 2, "SAME"),
+    ((3, 3), 2, "VALID"),
+    ((3, 3), 1, "SAME"),
+    ((2, 2), 2, "SAME"),
+    ((3, 3), 3, "VALID"),
+    ((5, 5), 2, "SAME"),
+]
+
+
+@pytest.mark.parametrize("kind", ["avg", "max"])
+@pytest.mark.parametrize("size,stride,padding", WINDOWS)
+@pytest.mark.parametrize("ties", [False, True])
+def test_pool_gradients_equal_tensorflows(kind, size, stride, padding, ties):
+    op = _ops(size, stride, padding)[kind]
+    x = tf.constant(_inputs(ties))
+    weights = tf.constant(np.random.default_rng(1).normal(size=op(x).shape).astype(np.float32))
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        expected = tape.gradient(tf.reduce_sum(op(x) * weights), x)
+
+    @tf.function
+    def rewritten(x: tf.Tensor) -> tf.Tensor:
+        with builtin_gradients():
+            y = op(x)
+        return tf.gradients(tf.reduce_sum(y * weights), x)[0]
+
+    got = rewritten(x)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["avg", "max"])
+def test_pool_gradients_convert_to_builtins(kind):
+    from ai_edge_litert.interpreter import Interpreter
+
+    op = _ops((3, 3), 2, "SAME")[kind]
+    weights = tf.Variable(np.random.default_rng(2).normal(size=(1, 6, 7, 4)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec(SHAPE, tf.float32, name="x")])
+    def gradient(x: tf.Tensor) -> dict:
+        with builtin_gradients():
+            y = op(x)
+        return {"g": tf.gradients(tf.reduce_sum(y * weights), x)[0]}
+
+    flatbuffer = to_tflite(gradient.get_concrete_function(), [weights])
+    runner = Interpreter(model_content=flatbuffer).get_signature_runner("serving_default")
+    x = _inputs(ties=True)
+    np.testing.assert_allclose(runner(x=x)["g"], gradient(tf.constant(x))["g"].numpy(), atol=1e-6)
