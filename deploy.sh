@@ -147,9 +147,10 @@ stage() {
   rm -rf "$dir"
   mkdir -p "$dir/model"
   cp "$ROOT/functions/$name/main.py" "$ROOT/functions/$name/requirements.txt" "$dir/"
-  # The core package without the Keras reference engine: TensorFlow never runs in a function.
+  # The core package without the Keras modules (reference engine, loaders, replay):
+  # TensorFlow never runs in a function.
   cp -r "$ROOT/shared/dermcam" "$dir/dermcam"
-  rm -rf "$dir/dermcam/keras_engine.py" "$dir/dermcam/__pycache__"
+  rm -rf "$dir"/dermcam/keras_*.py "$dir/dermcam/__pycache__"
   cp "$MODEL_DIR/manifest.json" "$MODEL_DIR/$artifact.tflite" "$dir/model/"
 }
 

@@ -7,23 +7,25 @@ behave like a trained one, numerically, without any download."""
 
 from __future__ import annotations
 
-import keras
+from typing import Any
+
 import numpy as np
 
 from model_store.synthetic import dataset
 
 
-def _batchnorms(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+def _batchnorms(model: Any) -> list[Any]:
+    """Every BatchNormalization layer, nested models included (Keras 3 or tf_keras)."""
     found = []
     for layer in model.layers:
-        if isinstance(layer, keras.Model):
+        if hasattr(layer, "layers"):
             found.extend(_batchnorms(layer))
-        elif isinstance(layer, keras.layers.BatchNormalization):
+        elif type(layer).__name__ == "BatchNormalization":
             found.append(layer)
     return found
 
 
-def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
+def calibrate_batchnorm(model: Any, images: np.ndarray) -> None:
     """One training-mode pass with momentum 0: moving stats := this batch's stats.
     `images` are what the model's own input expects (preprocessing already applied)."""
     layers = _batchnorms(model)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from dermcam.keras_engine import (
     class_score,
     preprocess,
 )
+from dermcam.keras_loading import LoadedModel
 from dermcam.manifest import MANIFEST, sha256_file
 from model_store import parity as parity_check
 from model_store.convert import QUANTIZATIONS, FlexOpsRequired, check_flatbuffer, to_tflite
@@ -40,9 +42,17 @@ MAX_AUTO_TARGETS = 6  # candidates tried, last spatial layer first
 class ExportError(RuntimeError):
     """The model cannot be exported as asked; the message says why and what to do."""
 
+    def __init__(self, message: str, parity: parity_check.Parity | None = None) -> None:
+        super().__init__(message)
+        self.parity = parity  # the figures, when the parity gate refused the export
+
+
+_TEACHABLE_LINE = re.compile(r"^(\d+)\s+(\S.*)$")
+
 
 def parse_labels(spec: str) -> list[dict[str, str]]:
-    """Labels from a file (lines `code,Display name`, or a JSON list) or a comma list."""
+    """Labels from a file (lines `code,Display name`; a JSON list; or Teachable Machine's
+    labels.txt, lines `0 Benign`) or a comma list of codes."""
     path = Path(spec)
     if path.is_file():
         text = path.read_text()
@@ -54,11 +64,47 @@ def parse_labels(spec: str) -> list[dict[str, str]]:
                 else {"code": str(x), "name": str(x)}
                 for x in items
             ]
-        rows = [line.split(",", 1) for line in text.splitlines() if line.strip()]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        numbered = [_TEACHABLE_LINE.match(line) for line in lines]
+        if lines and all(numbered) and not any("," in line for line in lines):
+            return _teachable_labels([(int(m[1]), m[2].strip()) for m in numbered if m])
+        rows = [line.split(",", 1) for line in lines]
         return [
             {"code": r[0].strip(), "name": (r[1] if len(r) > 1 else r[0]).strip()} for r in rows
         ]
     return [{"code": c.strip(), "name": c.strip()} for c in spec.split(",") if c.strip()]
+
+
+def _teachable_labels(rows: list[tuple[int, str]]) -> list[dict[str, str]]:
+    """`0 Benign` lines: the number is the output index, the rest the name; the code is the
+    name made URL-safe ("Basal cell carcinoma" → "basal-cell-carcinoma")."""
+    if [index for index, _ in rows] != list(range(len(rows))):
+        raise ExportError("labels.txt must number its lines 0, 1, 2, ... in order.")
+    labels, seen = [], set()
+    for index, name in rows:
+        code = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or str(index)
+        if code in seen:
+            code = f"{code}-{index}"
+        seen.add(code)
+        labels.append({"code": code, "name": name})
+    return labels
+
+
+def _check_labels(
+    labels: Sequence[dict[str, str]], subject: KerasSubject | SavedModelSubject
+) -> None:
+    classes = subject.classes
+    if subject.head.binary and len(labels) != 2:
+        raise ExportError(
+            f"The model ends in one {subject.head.activation} unit: a two-class model whose "
+            "probabilities are [1 - p, p]. Give two labels, the class of p = 0 first "
+            f"(e.g. benign,malignant); {len(labels)} were given."
+        )
+    if len(labels) != classes:
+        raise ExportError(f"The model has {classes} outputs but {len(labels)} labels were given.")
+    codes = [label["code"] for label in labels]
+    if len(set(codes)) != len(codes):
+        raise ExportError(f"Label codes must be unique: {', '.join(codes)}")
 
 
 def _functions(
@@ -85,7 +131,7 @@ def _functions(
 
 
 def export(
-    model: keras.Model | KerasSubject | SavedModelSubject,
+    model: keras.Model | LoadedModel | KerasSubject | SavedModelSubject,
     labels: Sequence[dict[str, str]],
     out_dir: str | Path,
     *,
@@ -95,9 +141,12 @@ def export(
     score: str = "logit",
     preprocessing: str = "none",
     quantization: str = "none",
+    output_layer: str | None = None,
     demo: bool = False,
     source: str | Path | None = None,
     parity_images: int = 6,
+    max_prob_diff: float | None = None,
+    tolerance_reason: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Export `model` (a Keras model, or a loaded subject) into `out_dir`; returns the
@@ -109,13 +158,23 @@ def export(
     if quantization not in QUANTIZATIONS:
         raise ExportError(f"quantization must be one of {QUANTIZATIONS}")
     try:
-        subject = KerasSubject(model) if isinstance(model, keras.Model) else model
+        if isinstance(model, keras.Model | LoadedModel):
+            subject = KerasSubject(model, output_layer)
+        else:
+            subject = model
         candidates = subject.candidates(target)
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
     height, width, classes = subject.height, subject.width, subject.classes
-    if len(labels) != classes:
-        raise ExportError(f"The model has {classes} outputs but {len(labels)} labels were given.")
+    _check_labels(labels, subject)
+    if subject.refused:
+        log(f"Keras 3 refused the file ({subject.refused}); loaded with {subject.loader}")
+    if subject.head.kind == "other" and score == "logit":
+        raise ExportError(
+            f"The classifier layer {subject.head.describe()['output_layer']!r} applies "
+            f"{subject.head.activation!r}, which has no logit to explain; export with "
+            "--score probability (or name the classifier with --output-layer)."
+        )
     if not candidates:
         raise ExportError("The model has no spatial layer (an [N, h, w, c] output) to explain.")
     variables, weight_bytes = subject.variables, subject.weight_bytes
@@ -174,6 +233,7 @@ def export(
             source_entry = {
                 "file": kept.name,
                 "sha256": None if src.is_dir() else sha256_file(kept),
+                "loader": subject.loader_name,
             }
         manifest = {
             "format": 1,
@@ -191,13 +251,18 @@ def export(
             },
             "preprocessing": preprocessing,
             "labels": list(labels),
+            "head": subject.head.describe(),
             "target_layer": chosen_name,
             "activations_shape": subject.shape(chosen),
             "score": score,
             "quantization": quantization,
             "artifacts": artifacts,
             "source": source_entry,
-            "exporter": {"tensorflow": tf.__version__, "keras": keras.__version__},
+            "exporter": {
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+                "loaded_with": subject.loader,
+            },
         }
         _write_manifest(staging, manifest)
         engine = LiteRTEngine(str(staging))
@@ -205,19 +270,49 @@ def export(
         figures = parity_check.measure(reference, engine, parity_images)
         manifest["parity"] = figures.as_dict()
         log("parity vs TensorFlow: " + ", ".join(f"{k}={v}" for k, v in manifest["parity"].items()))
-        if quantization == "none" and not figures.passes():
-            raise ExportError(
-                "Parity with TensorFlow is below the bar "
-                f"(max |dp| <= {parity_check.MAX_PROB_DIFF}, "
-                f"top-1 100 %, map r >= {parity_check.MIN_CAM_R}): {manifest['parity']}. "
-                "Nothing was written."
-            )
+        if max_prob_diff is not None and max_prob_diff != parity_check.MAX_PROB_DIFF:
+            manifest["parity"]["tolerance"] = _tolerance(max_prob_diff, tolerance_reason, figures)
+        if quantization == "none" and not figures.passes(max_prob_diff):
+            raise ExportError(_parity_refusal(figures, max_prob_diff), figures)
         _write_manifest(staging, manifest)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.chmod(0o755)  # mkdtemp made it private; a model dir is read by servers
         staging.rename(out_dir)
     return manifest
+
+
+def _tolerance(
+    max_prob_diff: float, reason: str | None, figures: parity_check.Parity
+) -> dict[str, object]:
+    """A tolerance other than the default is recorded with its reason, never silently."""
+    measured = (
+        f"float32 rounding: LiteRT's own XNNPACK and built-in kernels differ by "
+        f"{figures.kernel_prob_spread:.1e} on the parity images"
+    )
+    return {
+        "max_abs_prob_diff": max_prob_diff,
+        "default": parity_check.MAX_PROB_DIFF,
+        "reason": f"{reason} ({measured})" if reason else f"set with --max-prob-diff; {measured}",
+    }
+
+
+def _parity_refusal(figures: parity_check.Parity, max_prob_diff: float | None) -> str:
+    bar = parity_check.MAX_PROB_DIFF if max_prob_diff is None else max_prob_diff
+    message = (
+        f"Parity with TensorFlow is below the bar (max |dp| <= {bar:g}, top-1 100 %, "
+        f"map r >= {parity_check.MIN_CAM_R}): {figures.as_dict()}. Nothing was written."
+    )
+    if figures.only_probabilities_differ() and figures.kernel_prob_spread:
+        suggested = figures.suggested_tolerance()
+        message += (
+            f" Top-1 and every map agree; only probabilities differ, by "
+            f"{figures.max_abs_prob_diff:.1e}, while LiteRT's own two CPU kernels differ by "
+            f"{figures.kernel_prob_spread:.1e} on the same images (float32 rounding through a "
+            f"deep network). If you accept that, export with --max-prob-diff {suggested:g}: "
+            "the tolerance and its reason go into the manifest."
+        )
+    return message
 
 
 def _write_manifest(directory: Path, manifest: dict) -> None:
@@ -230,11 +325,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", help="a .keras or .h5 Keras model file, or a SavedModel directory")
+    parser.add_argument(
+        "model",
+        help="a .keras or .h5 file (Keras 3 or tf.keras 2), or a SavedModel directory",
+    )
     parser.add_argument(
         "--labels",
         required=True,
-        help="a file (lines 'code,Display name', or JSON) or a comma list of codes",
+        help="a file (lines 'code,Display name'; JSON; or Teachable Machine's labels.txt with "
+        "lines '0 Benign') or a comma list of codes",
     )
     parser.add_argument("--out", required=True, help="the model directory to write")
     parser.add_argument("--name", default=None, help="model name (default: the file's stem)")
@@ -258,7 +357,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="input preprocessing to bake in (keras.applications modes; "
         "'none' when the model rescales inputs itself)",
     )
+    parser.add_argument(
+        "--output-layer",
+        default=None,
+        help="the classifier layer, when the model has several outputs or its last layer is "
+        "not the classifier ('layer' or 'nested_model/layer')",
+    )
     parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none")
+    parser.add_argument(
+        "--max-prob-diff",
+        type=float,
+        default=None,
+        help=f"parity bar on probabilities (default {parity_check.MAX_PROB_DIFF:g}); another "
+        "value is recorded in the manifest with its reason",
+    )
+    parser.add_argument("--tolerance-reason", default=None, help="why --max-prob-diff is set")
     parser.add_argument("--demo", action="store_true", help="mark the model as a demo")
     parser.add_argument(
         "--no-keep-source",
@@ -273,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        model = load_subject(args.model)
+        model = load_subject(args.model, args.output_layer)
         manifest = export(
             model,
             parse_labels(args.labels),
@@ -285,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             preprocessing=args.preprocess,
             quantization=args.quantize,
             demo=args.demo,
+            max_prob_diff=args.max_prob_diff,
+            tolerance_reason=args.tolerance_reason,
             source=None if args.no_keep_source else args.model,
         )
     except (ExportError, ValueError, OSError) as exc:

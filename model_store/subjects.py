@@ -17,15 +17,18 @@ import numpy as np
 import tensorflow as tf
 
 from dermcam.engine import Explanation
-from dermcam.keras_engine import (
+from dermcam.keras_engine import class_score, preprocess, tape_explain
+from dermcam.keras_forward import (
     CamForward,
-    class_score,
-    load_keras_model,
+    Head,
+    find_head,
+    head_outputs,
+    image_input_index,
     parse_target,
-    preprocess,
+    resolve,
     spatial_layers,
-    tape_explain,
 )
+from dermcam.keras_loading import LoadedModel, framework_of, load_model_file
 from model_store.gradients import OVERRIDES
 
 Forward = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]]
@@ -33,35 +36,37 @@ Reference = Callable[[np.ndarray, np.ndarray], Explanation]
 
 
 class KerasSubject:
-    def __init__(self, model: keras.Model) -> None:
-        self.model = model
-        shape = tuple(model.inputs[0].shape)
-        if len(shape) != 4 or shape[3] != 3 or not shape[1] or not shape[2]:
-            raise ValueError(
-                f"Expected an RGB image input [N, H, W, 3] of fixed size, got {shape}."
-            )
+    """A Keras 3 or tf_keras model; `output_layer` names the classifier when the model has
+    several outputs or its output is not the class vector."""
+
+    def __init__(self, model: keras.Model | LoadedModel, output_layer: str | None = None) -> None:
+        loaded = model if isinstance(model, LoadedModel) else None
+        self.model = loaded.model if loaded else model
+        framework = framework_of(self.model)
+        self.loader = loaded.loader if loaded else f"{framework.name} {framework.version}"
+        self.loader_name = framework.name
+        self.refused = loaded.refused if loaded else None
+        shape = tuple(self.model.inputs[image_input_index(self.model)].shape)
         self.height, self.width = int(shape[1]), int(shape[2])
-        self.classes = int(model.outputs[0].shape[-1])
-        self.variables = [w.value for w in model.weights]
-        self.weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+        self.head: Head = find_head(self.model, output_layer)
+        self.classes = self.head.classes
+        self.variables = framework.variables(self.model)
+        self.weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in self.model.weights)
 
     def candidates(self, target: str | None) -> list[tuple[str, ...]]:
         return [parse_target(self.model, target)] if target else spatial_layers(self.model)[::-1]
 
     def forward(self, path: tuple[str, ...]) -> Forward:
-        return CamForward(self.model, path)
+        return CamForward(self.model, path, self.head)
 
     def describe(self, path: tuple[str, ...]) -> str:
         return "/".join(path)
 
     def shape(self, path: tuple[str, ...]) -> list[int]:
-        layer = self.model
-        for part in path:
-            layer = layer.get_layer(part)
-        return [int(d) for d in layer.output.shape[1:]]
+        return [int(d) for d in resolve(self.model, path).output.shape[1:]]
 
     def reference(self, path: tuple[str, ...], preprocessing: str, score: str) -> Reference:
-        forward = CamForward(self.model, path)
+        forward = CamForward(self.model, path, self.head)
         return lambda tensor, hot: tape_explain(forward, preprocessing, score, tensor, hot)
 
 
@@ -91,13 +96,19 @@ class SavedModelSubject:
         self.input_name = inputs[0].name
         self.height, self.width = int(inputs[0].shape[1]), int(inputs[0].shape[2])
         output = frozen.outputs[0]
-        self.output_name = output.name
-        self.classes = int(output.shape[-1])
         tensor = output
         while tensor.op.type == "Identity":
             tensor = tensor.op.inputs[0]
-        self.output_is_softmax = tensor.op.type == "Softmax"
-        self.logits_name = tensor.op.inputs[0].name if self.output_is_softmax else None
+        units = int(output.shape[-1])
+        activation = {"Softmax": "softmax", "Sigmoid": "sigmoid"}.get(tensor.op.type, "linear")
+        self.head = Head(("serving_default",), activation, units)
+        self.classes = self.head.classes
+        # The classifier's pre-activation value z: the softmax's or sigmoid's input, or the
+        # output itself (a model that answers logits).
+        self.z_name = tensor.op.inputs[0].name if activation != "linear" else output.name
+        self.loader = f"tensorflow {tf.__version__} (frozen SavedModel graph)"
+        self.loader_name = "savedmodel"
+        self.refused = None
         skip = {"Const", "Identity", "Placeholder", "NoOp"}
         self.shapes = {
             op.name: [int(d) for d in op.outputs[0].shape[1:]]
@@ -134,16 +145,15 @@ class SavedModelSubject:
 
     def forward(self, name: str, rewritten: bool = True) -> Forward:
         graph_def = self.rewritten if rewritten else self.plain
-        wanted = [f"{name}:0", self.output_name] + ([self.logits_name] if self.logits_name else [])
 
         def call(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
-            found = tf.graph_util.import_graph_def(
-                graph_def, input_map={self.input_name: x}, return_elements=wanted, name="model"
+            activations, z = tf.graph_util.import_graph_def(
+                graph_def,
+                input_map={self.input_name: x},
+                return_elements=[f"{name}:0", self.z_name],
+                name="model",
             )
-            activations, out = found[0], found[1]
-            if self.logits_name:
-                return activations, found[2], out
-            return activations, out, tf.nn.softmax(out)  # a model that answers logits
+            return (activations, *head_outputs(self.head.kind, z))
 
         return call
 
@@ -171,9 +181,22 @@ class SavedModelSubject:
         return run
 
 
-def load_subject(path: str | Path) -> KerasSubject | SavedModelSubject:
-    """A .keras/.h5 file, or a SavedModel directory."""
+def load_subject(
+    path: str | Path, output_layer: str | None = None
+) -> KerasSubject | SavedModelSubject:
+    """A .keras/.h5 file (Keras 3, else tf_keras), a Keras 2 SavedModel (its layers, through
+    tf_keras), or any other SavedModel directory (its frozen serving graph)."""
     path = Path(path)
     if path.is_dir() and (path / "saved_model.pb").exists():
+        if (path / "keras_metadata.pb").exists():
+            try:
+                return KerasSubject(load_model_file(path), output_layer)
+            except ValueError:
+                pass  # layers that tf_keras cannot rebuild: the frozen graph still serves
+        if output_layer:
+            raise ValueError(
+                "--output-layer needs a model with layers (.keras, .h5 or a Keras 2 "
+                "SavedModel); this SavedModel has only its serving graph."
+            )
         return SavedModelSubject(path)
-    return KerasSubject(load_keras_model(path))
+    return KerasSubject(load_model_file(path), output_layer)

@@ -34,6 +34,7 @@ class Manifest:
     target_layer: str
     score: str
     quantization: str
+    probabilities: str  # "exclusive" (they sum to 1) or "independent" (multi-label)
     raw: dict[str, Any]
 
     @property
@@ -45,7 +46,12 @@ class Manifest:
 
     def summary(self) -> dict[str, Any]:
         """The `model` object every answer carries."""
-        return {"name": self.name, "version": self.version, "demo": self.demo}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "demo": self.demo,
+            "probabilities": self.probabilities,
+        }
 
 
 def sha256_file(path: Path) -> str:
@@ -73,6 +79,7 @@ def read_manifest(model_dir: str | Path) -> Manifest:
             target_layer=str(raw["target_layer"]),
             score=str(raw["score"]),
             quantization=str(raw.get("quantization", "none")),
+            probabilities=str((raw.get("head") or {}).get("probabilities", "exclusive")),
             raw=raw,
         )
     except FileNotFoundError as exc:
