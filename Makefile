@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 REQUIREMENTS := requirements-dev.txt functions/predict/requirements.txt functions/gradcam/requirements.txt
 
-.PHONY: venv runtime test lint run demo bench zoo fitcheck browser deploy clean
+.PHONY: venv runtime test lint run demo demo-metadata bench zoo fitcheck browser deploy clean
 
 venv: $(STAMP)
 
@@ -63,6 +63,10 @@ deploy:
 
 demo: venv
 	$(PY) -m model_store.demo
+
+# The metadata demo (image + patient age, sex, site): model_store/models/demo-metadata/1.
+demo-metadata: venv
+	$(PY) -m model_store.metadata_demo
 
 clean:
 	rm -rf $(VENV) $(RUNTIME_VENV) build .pytest_cache .ruff_cache test-output

@@ -48,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--predict-url", required=True)
     parser.add_argument("--gradcam-url", default="")
+    parser.add_argument("--root", default=str(FRONTEND), help="the page's folder")
     args = parser.parse_args(argv)
     handler = functools.partial(
         type("Handler", (PageHandler,), {"config": config_js(args.predict_url, args.gradcam_url)}),
-        directory=str(FRONTEND),
+        directory=args.root,
     )
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     try:

@@ -210,7 +210,10 @@ def start_function(
     )
 
 
-def start_page(port: int, predict_url: str, gradcam_url: str, log: IO) -> subprocess.Popen:
+def start_page(
+    port: int, predict_url: str, gradcam_url: str, log: IO, root: Path | None = None
+) -> subprocess.Popen:
+    """The static page server; `root` serves another copy of the page (benchmarks)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -222,6 +225,7 @@ def start_page(port: int, predict_url: str, gradcam_url: str, log: IO) -> subpro
             predict_url,
             "--gradcam-url",
             gradcam_url,
+            *(["--root", str(root)] if root else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -1,5 +1,6 @@
-// dermcam page: choose an image → predict → Grad-CAM for the top class (or any class clicked).
-// Plain JavaScript, no build step. The function URLs come from config.js.
+// dermcam page: choose a photo → one small upload → ranked classes and where the model looked
+// (or any class clicked). Plain JavaScript, no build step. The function URLs come from
+// config.js; photo.js prepares the upload, api.js talks to the functions.
 (() => {
   "use strict";
 
@@ -7,21 +8,27 @@
   const trim = (url) => (url || "").replace(/\/+$/, "");
   const predictUrl = trim(config.predictUrl);
   const gradcamUrl = trim(config.gradcamUrl);
+  const { prepare } = window.DermcamPhoto;
+  const api = window.DermcamApi;
   const $ = (id) => document.getElementById(id);
+  const COLD_HINT_MS = 4000; // waiting longer than this means an instance is starting
+  const METHOD_NAMES = { "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++" };
 
   const ui = {
     dropzone: $("dropzone"), fileInput: $("file-input"), cameraInput: $("camera-input"),
     viewer: $("viewer"), preview: $("preview"), overlay: $("overlay"),
     caption: $("viewer-caption"), camControls: $("cam-controls"), opacity: $("opacity"),
-    download: $("download"), predictOnly: $("predict-only"), status: $("status"),
-    error: $("error"), errorMessage: $("error-message"), retry: $("retry"),
-    modelInfo: $("model-info"), explainHint: $("explain-hint"),
+    methods: $("methods"), download: $("download"), predictOnly: $("predict-only"),
+    status: $("status"), progress: $("progress"), error: $("error"),
+    errorMessage: $("error-message"), retry: $("retry"), modelInfo: $("model-info"),
+    explainHint: $("explain-hint"), independent: $("independent"),
     predictions: $("predictions"), demoBanner: $("demo-banner"),
+    patient: $("patient"), patientFields: $("patient-fields"),
   };
 
   const state = {
-    file: null, previewUrl: null, predictions: [], selected: null,
-    method: "gradcam", request: 0, retry: null,
+    photo: null, previewUrl: null, predictions: [], selected: null, method: "gradcam",
+    request: 0, retry: null, model: null, schema: null,
   };
 
   // --- small helpers -------------------------------------------------------------------
@@ -31,12 +38,18 @@
     ui.status.classList.toggle("busy", busy);
   }
 
+  function setProgress(fraction) {
+    ui.progress.hidden = fraction === null;
+    if (fraction !== null) ui.progress.value = Math.round(fraction * 100);
+  }
+
   function showError(message, retry) {
     ui.errorMessage.textContent = message;
     ui.error.hidden = false;
     ui.retry.hidden = !retry;
     state.retry = retry;
     setStatus("");
+    setProgress(null);
   }
 
   function clearError() {
@@ -50,29 +63,6 @@
     return value >= 10 ? `${value.toFixed(0)} %` : `${value.toFixed(1)} %`;
   }
 
-  async function callFunction(url, file, fields) {
-    const form = new FormData();
-    form.append("image", file, file.name || "image");
-    for (const [key, value] of Object.entries(fields)) form.append(key, value);
-    let response;
-    try {
-      response = await fetch(url, { method: "POST", body: form });
-    } catch (err) {
-      throw new Error("The service could not be reached. Check the connection and try again.");
-    }
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (err) {
-      body = null;
-    }
-    if (!response.ok) {
-      const message = body && body.error && body.error.message;
-      throw new Error(message || `The service answered with status ${response.status}.`);
-    }
-    return body;
-  }
-
   function loadImage(img, src) {
     return new Promise((resolve, reject) => {
       img.onload = () => resolve(img);
@@ -81,27 +71,159 @@
     });
   }
 
-  // --- choosing an image ---------------------------------------------------------------
+  // One call, with its steps shown: uploading (with progress), then the server's work,
+  // then a cold-start note if the answer is slow to come.
+  async function call(url, fields, working) {
+    let coldTimer = null;
+    const onProgress = (stage, fraction) => {
+      if (stage === "upload") {
+        setStatus(`Uploading the photo… ${Math.round(fraction * 100)} %`, true);
+        setProgress(fraction);
+        return;
+      }
+      setProgress(null);
+      setStatus(working, true);
+      coldTimer = setTimeout(() => {
+        setStatus(`${working} The service is starting up; the first request after a pause` +
+          " can take several seconds.", true);
+      }, COLD_HINT_MS);
+    };
+    setStatus("Uploading the photo…", true);
+    try {
+      return await api.post(url, state.photo, { ...fields, ...patientValues() }, onProgress);
+    } finally {
+      clearTimeout(coldTimer);
+      setProgress(null);
+    }
+  }
 
-  function choose(file) {
+  // --- the model's description: metadata form, methods --------------------------------
+
+  function fieldLabel(name) {
+    const words = name.replace(/_/g, " ");
+    return words.charAt(0).toUpperCase() + words.slice(1);
+  }
+
+  function schemaFields(schema) {
+    const items = Array.isArray(schema) ? schema : [schema];
+    return items.flatMap((item) => item.fields);
+  }
+
+  function buildPatientForm(schema) {
+    const rows = schemaFields(schema).map((field) => {
+      const label = document.createElement("label");
+      label.className = "field";
+      const title = document.createElement("span");
+      title.textContent = fieldLabel(field.name);
+      let input;
+      if (field.type === "categorical") {
+        input = document.createElement("select");
+        const required = field.default === null || field.default === undefined;
+        if (required) input.append(new Option("choose…", ""));
+        for (const category of field.categories) {
+          input.append(new Option(category, category, false, category === field.default));
+        }
+      } else {
+        input = document.createElement("input");
+        input.type = "number";
+        input.step = "any";
+        input.inputMode = "decimal";
+        if (field.min !== null && field.min !== undefined) input.min = String(field.min);
+        if (field.max !== null && field.max !== undefined) input.max = String(field.max);
+        const optional = field.missing && field.missing.fill !== null;
+        input.placeholder = optional ? "unknown" : "required";
+      }
+      input.name = field.name;
+      input.dataset.field = field.name;
+      input.addEventListener("change", onPatientChange);
+      label.append(title, input);
+      return label;
+    });
+    ui.patientFields.replaceChildren(...rows);
+    ui.patient.hidden = false;
+  }
+
+  // Only what the user gave: an empty field is missing, and the model's schema fills it.
+  function patientValues() {
+    const values = {};
+    for (const input of ui.patientFields.querySelectorAll("[data-field]")) {
+      if (input.value !== "") values[input.dataset.field] = input.value;
+    }
+    return values;
+  }
+
+  let patientTimer = null;
+  function onPatientChange() {
+    clearTimeout(patientTimer);
+    patientTimer = setTimeout(() => { if (state.photo) analyse(state.selected); }, 250);
+  }
+
+  function buildMethods(methods) {
+    const radios = methods.map((method) => {
+      const label = document.createElement("label");
+      const radio = document.createElement("input");
+      radio.type = "radio";
+      radio.name = "method";
+      radio.value = method;
+      radio.checked = method === state.method;
+      radio.addEventListener("change", () => {
+        state.method = method;
+        if (state.selected) analyse(state.selected);
+      });
+      label.append(radio, ` ${METHOD_NAMES[method] || method}`);
+      return label;
+    });
+    const legend = ui.methods.querySelector("legend");
+    ui.methods.replaceChildren(legend, ...radios);
+  }
+
+  async function describeModel() {
+    try {
+      state.model = await api.describe(gradcamUrl || predictUrl);
+    } catch (err) {
+      return; // the first upload will say what is wrong
+    }
+    renderModel(state.model.model);
+    if (state.model.metadata) {
+      state.schema = state.model.metadata;
+      buildPatientForm(state.schema);
+    }
+    if (state.model.methods) buildMethods(state.model.methods);
+  }
+
+  function renderModel(model) {
+    ui.demoBanner.hidden = !model.demo;
+    ui.modelInfo.textContent = `Model ${model.name}, version ${model.version}${model.demo ? " (demo)" : ""}`;
+    ui.modelInfo.hidden = false;
+    ui.independent.hidden = model.probabilities !== "independent";
+  }
+
+  // --- choosing a photo ----------------------------------------------------------------
+
+  async function choose(file) {
     if (!file) return;
     clearError();
-    state.file = file;
+    const id = ++state.request;
+    state.photo = null;
     state.selected = null;
     state.predictions = [];
     ui.predictions.replaceChildren();
-    ui.modelInfo.hidden = true;
     ui.explainHint.hidden = true;
     ui.overlay.hidden = true;
     ui.overlay.removeAttribute("src");
     ui.download.hidden = true;
     ui.caption.textContent = "";
+    setStatus("Preparing the photo…", true);
+    const photo = await prepare(file);
+    if (id !== state.request) return;
+    state.photo = photo;
     if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
-    state.previewUrl = URL.createObjectURL(file);
+    // The prepared copy is upright and small; a file the browser cannot decode is shown as is.
+    state.previewUrl = URL.createObjectURL(photo.prepared ? photo.blob : file);
     ui.preview.onerror = () => { ui.viewer.hidden = true; };
     ui.preview.onload = () => { ui.viewer.hidden = false; };
-    ui.preview.src = state.previewUrl; // <img> applies EXIF orientation: the preview is upright
-    predict();
+    ui.preview.src = state.previewUrl;
+    analyse(null);
   }
 
   ui.fileInput.addEventListener("change", () => { choose(ui.fileInput.files[0]); ui.fileInput.value = ""; });
@@ -131,28 +253,74 @@
     if (file) choose(file);
   });
 
-  // --- predict -------------------------------------------------------------------------
+  // --- one call per photo: gradcam answers the ranking and the top class's map -----------
 
-  async function predict() {
+  function analyse(code) {
+    return gradcamUrl ? explain(code) : predictOnly();
+  }
+
+  async function predictOnly() {
+    clearError();
     const id = ++state.request;
-    setStatus("Classifying… the first request can take a few seconds while the model starts.", true);
     try {
-      const body = await callFunction(predictUrl, state.file, {});
+      const body = await call(predictUrl, {}, "Classifying…");
       if (id !== state.request) return;
-      state.predictions = body.predictions;
-      renderPredictions(body);
+      showPredictions(body);
       setStatus(`Most likely: ${body.top.name} (${percent(body.top.probability)}).`);
-      if (gradcamUrl) explain(body.top.code);
     } catch (err) {
-      if (id === state.request) showError(err.message, predict);
+      if (id === state.request) showError(err.message, predictOnly);
     }
   }
 
-  function renderPredictions(body) {
-    const model = body.model;
-    ui.demoBanner.hidden = !model.demo;
-    ui.modelInfo.textContent = `Model ${model.name}, version ${model.version}${model.demo ? " (demo)" : ""}`;
-    ui.modelInfo.hidden = false;
+  // `code` null: the top class (the first call for a photo: one upload gives both the
+  // ranking and its map). A class clicked later resends the small prepared copy.
+  async function explain(code) {
+    if (!state.photo) return;
+    clearError();
+    const id = ++state.request;
+    if (code) markSelected(code);
+    const label = code && state.predictions.find((p) => p.code === code);
+    const fields = { method: state.method };
+    if (code) fields.class = code;
+    const working = label ? `Computing where the model looked for ${label.name}…`
+      : "Classifying and explaining…";
+    try {
+      const body = await call(gradcamUrl, fields, working);
+      if (id !== state.request) return;
+      showPredictions(body);
+      state.selected = body.target.code;
+      markSelected(state.selected);
+      setStatus(`Most likely: ${body.top.name} (${percent(body.top.probability)}). Loading the heatmap…`, true);
+      ui.overlay.crossOrigin = body.heatmap.url.startsWith("data:") ? null : "anonymous";
+      await loadImage(ui.overlay, body.heatmap.url);
+      if (id !== state.request) return;
+      showHeatmap(body);
+    } catch (err) {
+      if (id === state.request) showError(err.message, () => explain(code));
+    }
+  }
+
+  function showHeatmap(body) {
+    ui.overlay.hidden = false;
+    ui.overlay.alt = `Heatmap for ${body.target.name}`;
+    ui.camControls.hidden = false;
+    ui.download.hidden = false;
+    const method = METHOD_NAMES[body.method] || body.method;
+    ui.caption.textContent = `${method} for ${body.target.name} (${percent(body.target.probability)}): ` +
+      "warm colours mark the regions that raised this class's score.";
+    setStatus(`Most likely: ${body.top.name} (${percent(body.top.probability)}). ` +
+      `Showing where the model looked for ${body.target.name}.`);
+  }
+
+  function markSelected(code) {
+    for (const button of ui.predictions.querySelectorAll("button")) {
+      button.setAttribute("aria-pressed", String(button.dataset.code === code));
+    }
+  }
+
+  function showPredictions(body) {
+    state.predictions = body.predictions;
+    renderModel(body.model);
     ui.explainHint.hidden = !gradcamUrl;
     const rows = body.predictions.map((p, rank) => {
       const item = document.createElement("li");
@@ -190,43 +358,7 @@
     ui.predictions.replaceChildren(...rows);
   }
 
-  // --- gradcam -------------------------------------------------------------------------
-
-  async function explain(code) {
-    if (!gradcamUrl || !state.file) return;
-    clearError();
-    state.selected = code;
-    for (const button of ui.predictions.querySelectorAll("button")) {
-      button.setAttribute("aria-pressed", String(button.dataset.code === code));
-    }
-    const label = state.predictions.find((p) => p.code === code);
-    const id = ++state.request;
-    setStatus(`Computing where the model looked for ${label ? label.name : code}…`, true);
-    try {
-      const body = await callFunction(gradcamUrl, state.file, { class: code, method: state.method });
-      if (id !== state.request) return;
-      ui.overlay.crossOrigin = body.heatmap.url.startsWith("data:") ? null : "anonymous";
-      await loadImage(ui.overlay, body.heatmap.url);
-      if (id !== state.request) return;
-      ui.overlay.hidden = false;
-      ui.overlay.alt = `Heatmap for ${body.target.name}`;
-      ui.camControls.hidden = false;
-      ui.download.hidden = false;
-      const method = body.method === "gradcam++" ? "Grad-CAM++" : "Grad-CAM";
-      ui.caption.textContent = `${method} for ${body.target.name} (${percent(body.target.probability)}): ` +
-        "warm colours mark the regions that raised this class's score.";
-      setStatus(`Showing where the model looked for ${body.target.name}.`);
-    } catch (err) {
-      if (id === state.request) showError(err.message, () => explain(code));
-    }
-  }
-
-  for (const radio of document.querySelectorAll("input[name=method]")) {
-    radio.addEventListener("change", () => {
-      state.method = radio.value;
-      if (state.selected) explain(state.selected);
-    });
-  }
+  // --- heatmap controls ----------------------------------------------------------------
 
   ui.opacity.addEventListener("input", () => {
     ui.overlay.style.opacity = String(ui.opacity.value / 100);
@@ -265,4 +397,5 @@
 
   if (!gradcamUrl) ui.predictOnly.hidden = false;
   if (!predictUrl) showError("This page has no predict URL configured (config.js).", null);
+  else describeModel();
 })();

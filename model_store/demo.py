@@ -16,8 +16,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from dermcam.engine import LiteRTEngine
@@ -53,6 +55,51 @@ def build_model(size: int = SIZE, classes: int = len(CLASSES)) -> keras.Model:
     return keras.Model(inputs, outputs, name="dermcam_demo")
 
 
+def train(
+    model: keras.Model,
+    inputs: Any,
+    labels: np.ndarray,
+    validation: tuple[Any, np.ndarray],
+    epochs: int,
+) -> None:
+    """Adam with cosine decay to zero: the last epochs settle, so BatchNorm's statistics
+    match the weights."""
+    steps = epochs * -(-len(labels) // BATCH)
+    rate = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=steps)
+    model.compile(
+        optimizer=keras.optimizers.Adam(rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(
+        inputs,
+        labels,
+        batch_size=BATCH,
+        epochs=epochs,
+        validation_data=validation,
+        verbose=2,
+        shuffle=True,
+    )
+
+
+def export_trained(model: keras.Model, out: str, name: str, **options: Any) -> dict:
+    """Save, reload (as a user's file would be) and export a trained demo; the manifest."""
+    labels = [{"code": code, "name": label} for code, label in CLASSES]
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / f"{name}.keras"
+        model.save(source)
+        return export(
+            keras.models.load_model(source, compile=False),
+            labels,
+            out,
+            name=name,
+            version=Path(out).name,
+            demo=True,
+            source=source,
+            **options,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m model_store.demo",
@@ -73,38 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generated {len(x_train)} training images in {time.monotonic() - started:.0f} s")
 
     model = build_model()
-    steps = args.epochs * -(-len(x_train) // BATCH)
-    # Cosine decay to zero: the last epochs settle, so BatchNorm's statistics match the weights.
-    rate = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=steps)
-    model.compile(
-        optimizer=keras.optimizers.Adam(rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    model.fit(
-        x_train.astype("float32"),
-        y_train,
-        batch_size=BATCH,
-        epochs=args.epochs,
-        validation_data=(x_valid.astype("float32"), y_valid),
-        verbose=2,
-        shuffle=True,
+    train(
+        model, x_train.astype("float32"), y_train, (x_valid.astype("float32"), y_valid), args.epochs
     )
     del x_train
-
-    labels = [{"code": code, "name": name} for code, name in CLASSES]
-    with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "demo.keras"
-        model.save(source)
-        manifest = export(
-            keras.models.load_model(source, compile=False),
-            labels,
-            args.out,
-            name="demo",
-            version=Path(args.out).name,
-            demo=True,
-            source=source,
-        )
+    manifest = export_trained(model, args.out, "demo")
 
     x_test, y_test, m_test = dataset(TEST_SEED, args.test, SIZE)
     report = evaluate(LiteRTEngine(args.out), x_test, y_test, m_test)

@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -30,6 +31,7 @@ from dermcam.keras_engine import (
 )
 from dermcam.keras_loading import LoadedModel
 from dermcam.manifest import MANIFEST, sha256_file
+from dermcam.metadata import Schema, SchemaError, parse_schema
 from model_store import parity as parity_check
 from model_store.convert import QUANTIZATIONS, FlexOpsRequired, check_flatbuffer, to_tflite
 from model_store.gradients import builtin_gradients
@@ -108,19 +110,31 @@ def _check_labels(
 
 
 def _functions(
-    forward: Forward, mode: str, score: str, height: int, width: int, classes: int
+    forward: Forward,
+    mode: str,
+    score: str,
+    height: int,
+    width: int,
+    classes: int,
+    extras: dict[str, int],
 ) -> tuple[tf.types.experimental.ConcreteFunction, tf.types.experimental.ConcreteFunction]:
+    """The two signatures: `image` (and each extra input under its own name) → probabilities;
+    plus `target` → probabilities, activations and gradients."""
     image = tf.TensorSpec([1, height, width, 3], tf.float32, name="image")
     target = tf.TensorSpec([1, classes], tf.float32, name="target")
+    names = list(extras)
+    specs = [tf.TensorSpec([1, extras[n]], tf.float32, name=n) for n in names]
 
-    @tf.function(input_signature=[image])
-    def predict(image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"probabilities": forward(preprocess(mode, image))[2]}
+    @tf.function(input_signature=[image, *specs])
+    def predict(image: tf.Tensor, *extra: tf.Tensor) -> dict[str, tf.Tensor]:
+        inputs = dict(zip(names, extra, strict=True))
+        return {"probabilities": forward(preprocess(mode, image), inputs)[2]}
 
-    @tf.function(input_signature=[image, target])
-    def gradcam(image: tf.Tensor, target: tf.Tensor) -> dict[str, tf.Tensor]:
+    @tf.function(input_signature=[image, target, *specs])
+    def gradcam(image: tf.Tensor, target: tf.Tensor, *extra: tf.Tensor) -> dict[str, tf.Tensor]:
         with builtin_gradients():
-            activations, logits, probs = forward(preprocess(mode, image))
+            inputs = dict(zip(names, extra, strict=True))
+            activations, logits, probs = forward(preprocess(mode, image), inputs)
             value = class_score(logits, probs, target, score)
         (gradients,) = tf.gradients(value, activations)
         if gradients is None:
@@ -142,6 +156,7 @@ def export(
     preprocessing: str = "none",
     quantization: str = "none",
     output_layer: str | None = None,
+    metadata: Schema | dict | list | None = None,
     demo: bool = False,
     source: str | Path | None = None,
     parity_images: int = 6,
@@ -167,6 +182,7 @@ def export(
         raise ExportError(str(exc)) from exc
     height, width, classes = subject.height, subject.width, subject.classes
     _check_labels(labels, subject)
+    schema = _resolve_metadata(subject, metadata)
     if subject.refused:
         log(f"Keras 3 refused the file ({subject.refused}); loaded with {subject.loader}")
     if subject.head.kind == "other" and score == "logit":
@@ -190,7 +206,7 @@ def export(
             forward = subject.forward(path)
             try:
                 predict_fn, gradcam_fn = _functions(
-                    forward, preprocessing, score, height, width, classes
+                    forward, preprocessing, score, height, width, classes, subject.extra_inputs
                 )
                 gradcam_bytes = to_tflite(gradcam_fn, variables, quantization)
             except FlexOpsRequired as exc:
@@ -251,6 +267,7 @@ def export(
             },
             "preprocessing": preprocessing,
             "labels": list(labels),
+            "metadata": schema.as_json() if schema else None,
             "head": subject.head.describe(),
             "target_layer": chosen_name,
             "activations_shape": subject.shape(chosen),
@@ -267,7 +284,7 @@ def export(
         _write_manifest(staging, manifest)
         engine = LiteRTEngine(str(staging))
         reference = subject.reference(chosen, preprocessing, score)
-        figures = parity_check.measure(reference, engine, parity_images)
+        figures = parity_check.measure(reference, engine, parity_images, schema=schema)
         manifest["parity"] = figures.as_dict()
         log("parity vs TensorFlow: " + ", ".join(f"{k}={v}" for k, v in manifest["parity"].items()))
         if max_prob_diff is not None and max_prob_diff != parity_check.MAX_PROB_DIFF:
@@ -280,6 +297,51 @@ def export(
         staging.chmod(0o755)  # mkdtemp made it private; a model dir is read by servers
         staging.rename(out_dir)
     return manifest
+
+
+def _resolve_metadata(
+    subject: KerasSubject | SavedModelSubject, metadata: Schema | dict | list | None
+) -> Schema | None:
+    """The schema with every input named and its width checked against the model's."""
+    extras = subject.extra_inputs
+    described = ", ".join(f"{n} ({w} values)" for n, w in extras.items())
+    if metadata is None:
+        if extras:
+            raise ExportError(
+                f"The model takes inputs besides the image: {described}. Say how request "
+                "fields become them with --metadata SCHEMA.json (the format is in the README, "
+                "'Patient metadata')."
+            )
+        return None
+    try:
+        schema = metadata if isinstance(metadata, Schema) else parse_schema(metadata)
+    except SchemaError as exc:
+        raise ExportError(f"The metadata schema is malformed: {exc}") from exc
+    if not extras:
+        raise ExportError("--metadata was given, but the model takes only an image.")
+    resolved = []
+    for item in schema.inputs:
+        name = item.input
+        if name is None and len(extras) == 1:
+            name = next(iter(extras))
+        if name not in extras:
+            raise ExportError(
+                f"The schema's input {name!r} is not one of the model's extra inputs: {described}."
+            )
+        if item.width != extras[name]:
+            widths = ", ".join(f"{f.name} {f.width}" for f in item.fields)
+            raise ExportError(
+                f"The schema for {name!r} encodes {item.width} values ({widths}); "
+                f"the model's input takes {extras[name]}."
+            )
+        resolved.append(replace(item, input=name))
+    missing = sorted(set(extras) - {item.input for item in resolved})
+    if missing:
+        raise ExportError(f"No schema describes the model's input(s) {', '.join(missing)}.")
+    try:
+        return parse_schema(Schema(tuple(resolved)).as_json())  # names checked as a file's are
+    except SchemaError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def _tolerance(
@@ -358,6 +420,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "'none' when the model rescales inputs itself)",
     )
     parser.add_argument(
+        "--metadata",
+        default=None,
+        help="a JSON schema of the patient fields the model takes beside the image "
+        "(see the README, 'Patient metadata')",
+    )
+    parser.add_argument(
         "--output-layer",
         default=None,
         help="the classifier layer, when the model has several outputs or its last layer is "
@@ -397,6 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             score=args.score,
             preprocessing=args.preprocess,
             quantization=args.quantize,
+            metadata=json.loads(Path(args.metadata).read_text()) if args.metadata else None,
             demo=args.demo,
             max_prob_diff=args.max_prob_diff,
             tolerance_reason=args.tolerance_reason,

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dermcam import cam
 from dermcam.engine import Engine, one_hot
+from dermcam.metadata import Schema
 from model_store.subjects import Reference
 from model_store.synthetic import dataset
 
@@ -59,26 +61,61 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def varied_metadata(schema: Schema, count: int) -> list[dict[str, Any]]:
+    """Field values for `count` parity images, never one constant vector: each categorical
+    field cycles through every category (and missing, where allowed); each numeric field
+    sweeps its range, missing every third image where allowed."""
+    samples = []
+    for i in range(count):
+        values: dict[str, Any] = {}
+        for k, f in enumerate(schema.fields):
+            if f.type == "categorical":
+                options: list[Any] = list(f.categories) + ([] if f.required else [None])
+                values[f.name] = options[(i + k) % len(options)]
+            elif not f.required and (i + k) % 3 == 2:
+                values[f.name] = None
+            else:
+                centre = f.fill if f.fill is not None else 0.0
+                low = f.minimum if f.minimum is not None else centre - 1.0
+                high = f.maximum if f.maximum is not None else centre + 1.0
+                values[f.name] = low + (high - low) * ((0.13 + 0.37 * i + 0.21 * k) % 1.0)
+        samples.append(values)
+    return samples
+
+
+def images_needed(schema: Schema | None, count: int) -> int:
+    """Enough images for every category of every field to appear at least once."""
+    if schema is None:
+        return count
+    widths = [len(f.categories) + (0 if f.required else 1) for f in schema.fields]
+    return max([count, *widths])
+
+
 def measure(
     reference: Reference,
     engine: Engine,
     count: int = 6,
     seed: int = 2024,
+    schema: Schema | None = None,
 ) -> Parity:
-    """Run TensorFlow (GradientTape, no rewrites) and the artifacts on `count` images.
+    """Run TensorFlow (GradientTape, no rewrites) and the artifacts on `count` images (more
+    when a metadata schema needs them to show every category), with varied metadata.
 
     Maps are compared before the ReLU (sum_k w_k A_k), so a class the model does not see in
     an image still has a map to compare rather than an all-zero one."""
     h, w = engine.manifest.height, engine.manifest.width
     classes = len(engine.manifest.labels)
+    count = images_needed(schema, count)
     images, _, _ = dataset(seed, count, max(h, w))
+    extras = [schema.encode(v).inputs for v in varied_metadata(schema, count)] if schema else []
     prob_diff, top1, r_cam, r_pp = 0.0, 0, [], []
     for i, image in enumerate(images):
         tensor = image[None, :h, :w, :].astype(np.float32)
-        probs = engine.predict(tensor)
+        extra = extras[i] if extras else {}
+        probs = engine.predict(tensor, extra)
         for target in sorted({int(np.argmax(probs)), i % classes}):
-            ref = reference(tensor, one_hot(target, classes))
-            got = engine.explain(tensor, target)
+            ref = reference(tensor, one_hot(target, classes), extra)
+            got = engine.explain(tensor, target, extra)
             prob_diff = max(prob_diff, float(np.abs(ref.probabilities - got.probabilities).max()))
             prob_diff = max(prob_diff, float(np.abs(ref.probabilities - probs).max()))
             for method, sink in (("gradcam", r_cam), ("gradcam++", r_pp)):
@@ -89,12 +126,15 @@ def measure(
                     )
                 )
         top1 += int(np.argmax(ref.probabilities)) == int(np.argmax(probs))
-    spread = kernel_spread(engine.manifest.artifact_path("predict"), images, h, w)
+    tensors = [image[None, :h, :w, :].astype(np.float32) for image in images]
+    spread = kernel_spread(engine.manifest.artifact_path("predict"), tensors, extras)
     return Parity(count, prob_diff, top1 / count, min(r_cam), min(r_pp), spread)
 
 
-def kernel_spread(predict_path: Path, images: np.ndarray, h: int, w: int) -> float:
-    """max |Δp| between LiteRT's XNNPACK delegate and its built-in kernels on `images`."""
+def kernel_spread(
+    predict_path: Path, tensors: list[np.ndarray], extras: list[dict[str, np.ndarray]]
+) -> float:
+    """max |Δp| between LiteRT's XNNPACK delegate and its built-in kernels on `tensors`."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     def runner(resolver: OpResolverType) -> Callable:
@@ -106,8 +146,8 @@ def kernel_spread(predict_path: Path, images: np.ndarray, h: int, w: int) -> flo
     xnnpack = runner(OpResolverType.AUTO)
     builtin = runner(OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     spread = 0.0
-    for image in images:
-        tensor = image[None, :h, :w, :].astype(np.float32)
-        a, b = xnnpack(image=tensor)["probabilities"], builtin(image=tensor)["probabilities"]
+    for i, tensor in enumerate(tensors):
+        inputs = {"image": tensor, **(extras[i] if extras else {})}
+        a, b = xnnpack(**inputs)["probabilities"], builtin(**inputs)["probabilities"]
         spread = max(spread, float(np.abs(a - b).max()))
     return spread

@@ -31,8 +31,10 @@ from dermcam.keras_forward import (
 from dermcam.keras_loading import LoadedModel, framework_of, load_model_file
 from model_store.gradients import OVERRIDES
 
-Forward = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]]
-Reference = Callable[[np.ndarray, np.ndarray], Explanation]
+# (image, extra inputs by name) → (activations, logits or None, probabilities)
+Forward = Callable[[tf.Tensor, dict[str, tf.Tensor]], tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]]
+# (image, one-hot target, extra inputs by name) → TensorFlow's own Grad-CAM inputs
+Reference = Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray]], Explanation]
 
 
 class KerasSubject:
@@ -46,8 +48,10 @@ class KerasSubject:
         self.loader = loaded.loader if loaded else f"{framework.name} {framework.version}"
         self.loader_name = framework.name
         self.refused = loaded.refused if loaded else None
-        shape = tuple(self.model.inputs[image_input_index(self.model)].shape)
+        image_index = image_input_index(self.model)
+        shape = tuple(self.model.inputs[image_index].shape)
         self.height, self.width = int(shape[1]), int(shape[2])
+        self.extra_inputs = _extra_inputs(self.model, image_index)
         self.head: Head = find_head(self.model, output_layer)
         self.classes = self.head.classes
         self.variables = framework.variables(self.model)
@@ -67,7 +71,25 @@ class KerasSubject:
 
     def reference(self, path: tuple[str, ...], preprocessing: str, score: str) -> Reference:
         forward = CamForward(self.model, path, self.head)
-        return lambda tensor, hot: tape_explain(forward, preprocessing, score, tensor, hot)
+        return lambda tensor, hot, extras: tape_explain(
+            forward, preprocessing, score, tensor, hot, extras
+        )
+
+
+def _extra_inputs(model: keras.Model, image_index: int) -> dict[str, int]:
+    """The model's inputs besides the image, name → width; each must be a flat vector."""
+    extras = {}
+    for i, tensor in enumerate(model.inputs):
+        if i == image_index:
+            continue
+        name = tensor.name.split(":")[0]
+        if len(tensor.shape) != 2 or not tensor.shape[1]:
+            raise ValueError(
+                f"Input {name!r} has shape {tuple(tensor.shape)}; besides the image, dermcam "
+                "serves flat vectors [N, width] (patient metadata)."
+            )
+        extras[name] = int(tensor.shape[1])
+    return extras
 
 
 class SavedModelSubject:
@@ -94,6 +116,7 @@ class SavedModelSubject:
         if len(inputs) != 1 or inputs[0].shape.rank != 4 or inputs[0].shape[3] != 3:
             raise ValueError(f"Expected one float image input [N, H, W, 3], got {frozen.inputs}")
         self.input_name = inputs[0].name
+        self.extra_inputs: dict[str, int] = {}
         self.height, self.width = int(inputs[0].shape[1]), int(inputs[0].shape[2])
         output = frozen.outputs[0]
         tensor = output
@@ -146,7 +169,9 @@ class SavedModelSubject:
     def forward(self, name: str, rewritten: bool = True) -> Forward:
         graph_def = self.rewritten if rewritten else self.plain
 
-        def call(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
+        def call(
+            x: tf.Tensor, extras: dict | None = None
+        ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
             activations, z = tf.graph_util.import_graph_def(
                 graph_def,
                 input_map={self.input_name: x},
@@ -174,7 +199,7 @@ class SavedModelSubject:
             (gradients,) = tf.gradients(class_score(logits, probs, hot, score), activations)
             return probs, activations, gradients
 
-        def run(tensor: np.ndarray, hot: np.ndarray) -> Explanation:
+        def run(tensor: np.ndarray, hot: np.ndarray, extras: dict | None = None) -> Explanation:
             probs, activations, gradients = explain(tf.constant(tensor), tf.constant(hot))
             return Explanation(probs.numpy()[0], activations.numpy()[0], gradients.numpy()[0])
 

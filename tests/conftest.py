@@ -102,3 +102,20 @@ def single_function(tmp_path):
         except ProcessLookupError:
             pass
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium under Playwright (Playwright cannot download its own here)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    from bench.phone import CHROMIUM_FLAGS
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert executable, "Chromium is missing: `make test` installs it (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,29 +10,6 @@ from conftest import ROOT, encode
 
 pytestmark = pytest.mark.browser
 OUTPUT = ROOT / "test-output" / "browser"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert executable, "Chromium is missing: `make test` installs it (apt-get install chromium)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
-
-
 @pytest.fixture
 def page(browser, stack):
     context = browser.new_context(viewport={"width": 1200, "height": 900})
@@ -180,3 +156,62 @@ def test_drag_and_drop_and_paste(page, lesion_rgb, gesture):
     page.locator("#predictions li").first.wait_for(timeout=30_000)
     assert overlay_loaded(page) == 128
     assert page.console_errors == []
+
+
+@pytest.fixture(scope="module")
+def metadata_stack(tmp_path_factory):
+    """The stack serving the metadata demo model (image + age, sex, site)."""
+    from test_metadata_http import ENV
+
+    from devstack import stack as devstack
+
+    running = devstack.start(log_dir=tmp_path_factory.mktemp("metadata-logs"), env=ENV)
+    yield running
+    running.stop()
+
+
+def test_patient_form_from_the_model_description(browser, metadata_stack, tmp_path):
+    from PIL import Image
+
+    from model_store.synthetic import lesion_image
+
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.goto(metadata_stack.page_url + "/")
+    page.locator("#patient").wait_for(state="visible", timeout=30_000)
+    assert page.locator("#patient select[name=sex]").input_value() == "unknown"
+    assert page.eval_on_selector_all(
+        "#patient select[name=site] option", "options => options.map(o => o.value)"
+    ) == ["arm", "head-or-neck", "leg-or-genital", "trunk", "unknown"]
+    age = page.locator("#patient input[name=age]")
+    assert age.get_attribute("min") == "0" and age.get_attribute("max") == "120"
+    page.select_option("#patient select[name=site]", "trunk")
+    age.fill("80")
+
+    pixels, _ = lesion_image(seed=9, index=3, size=200, label=5)
+    photo = tmp_path / "nevus.png"
+    Image.fromarray(pixels).save(photo)
+    with page.expect_response(lambda r: r.request.method == "POST", timeout=30_000) as info:
+        page.set_input_files("#file-input", str(photo))
+    answer = info.value.json()
+    assert answer["metadata"]["age"] == {"value": 80.0, "used": 80.0, "defaulted": False}
+    assert answer["metadata"]["site"]["used"] == "trunk"
+    overlay_loaded(page)
+    page.screenshot(path=str(OUTPUT / "metadata-form.png"), full_page=True)
+
+    with page.expect_response(lambda r: r.request.method == "POST", timeout=30_000) as info:
+        age.fill("30")
+        age.press("Tab")  # a change re-runs the analysis with the new value
+    # "value" is what the request carried; "used" what the model got
+    assert info.value.json()["metadata"]["age"] == {
+        "value": 30.0,
+        "used": 30.0,
+        "defaulted": False,
+    }
+    overlay_loaded(page)
+
+    age.fill("130")
+    age.press("Tab")
+    page.locator("#error").wait_for(state="visible", timeout=30_000)
+    assert "'age' must be a number between 0 and 120" in page.locator("#error-message").inner_text()
+    context.close()

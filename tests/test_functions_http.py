@@ -23,7 +23,12 @@ def post_multipart(url, data, filename="lesion.png", **fields):
 
 
 def check_prediction_body(body, data_sha=None):
-    assert body["model"] == {"name": "demo", "version": "1", "demo": True}
+    assert body["model"] == {
+        "name": "demo",
+        "version": "1",
+        "demo": True,
+        "probabilities": "exclusive",
+    }
     probs = [p["probability"] for p in body["predictions"]]
     assert probs == sorted(probs, reverse=True)
     assert sorted(p["code"] for p in body["predictions"]) == CODES

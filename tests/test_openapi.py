@@ -47,3 +47,17 @@ def test_real_answers_match_the_spec(stack, lesion_png, function):
 @settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_fuzzed_requests_get_documented_answers(case, stack, function):
     case.call_and_validate(base_url=getattr(stack, f"{function}_url"), checks=CHECKS, timeout=60)
+
+
+def test_metadata_answers_match_the_spec(single_function, lesion_png):
+    from test_metadata_http import ENV
+
+    url, _ = single_function("gradcam", ENV)
+    post = SCHEMA["/"]["POST"]
+    fields = {"image": lesion_png, "age": "61", "site": "trunk"}
+    case = post.Case(body=fields, media_type="multipart/form-data")
+    assert case.call_and_validate(base_url=url, checks=CHECKS, timeout=60).status_code == 200
+    bad = post.Case(body={**fields, "age": "200"}, media_type="multipart/form-data")
+    assert bad.call_and_validate(base_url=url, checks=CHECKS, timeout=60).status_code == 422
+    described = SCHEMA["/"]["GET"].Case(query={"model": "1"})
+    assert described.call_and_validate(base_url=url, checks=CHECKS).status_code == 200

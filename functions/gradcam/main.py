@@ -1,9 +1,10 @@
 """Cloud Function `gradcam`: where the model looked, for the class asked (default: the top).
 
 POST the image as for `predict`, with optional `class` (code or index) and `method`
-(`gradcam`, `gradcam++`) as form fields, JSON fields or query arguments. The heatmap PNG is
-stored in the private bucket under a content-addressed key and answered as a signed URL
-(or inline when storage fails). GET ?warmup=1 loads the model and reports memory.
+(`gradcam`, `gradcam++`), and the model's patient-metadata fields if it takes any, as form
+fields, JSON fields or query arguments. The heatmap PNG is stored in the private bucket under
+a content-addressed key and answered as a signed URL (or inline when storage fails).
+GET ?warmup=1 loads the model and reports memory; GET ?model=1 describes the model.
 """
 
 import flask
@@ -27,6 +28,5 @@ def gradcam(request: flask.Request) -> flask.Response:
         SETTINGS,
         "gradcam",
         lambda req: service.gradcam(MODEL, STORE, req, SETTINGS),
-        MODEL.warmup,
-        MODEL.loaded_version,
+        MODEL,
     )

@@ -1,8 +1,10 @@
 """Cloud Function `predict`: a skin-lesion image in, every class's probability out.
 
 POST the image (multipart field `image`, a raw image/jpeg|png|webp body, or JSON
-{"image": "<base64>"}); GET ?warmup=1 loads the model and reports memory. The model is
-loaded once per instance, on first use, and only its predict artifact.
+{"image": "<base64>"}) and the model's patient-metadata fields if it takes any; GET
+?warmup=1 loads the model and reports memory; GET ?model=1 describes the model (labels,
+methods, metadata fields). The model is loaded once per instance, on first use, and only its
+predict artifact.
 """
 
 import flask
@@ -24,6 +26,5 @@ def predict(request: flask.Request) -> flask.Response:
         SETTINGS,
         "predict",
         lambda req: service.predict(MODEL, req, SETTINGS),
-        MODEL.warmup,
-        MODEL.loaded_version,
+        MODEL,
     )

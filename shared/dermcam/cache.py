@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from dermcam import telemetry
+from dermcam import cam, telemetry
 from dermcam.config import Settings
 from dermcam.engine import Engine, load_engine
+from dermcam.inputs import FUNCTION_OPTIONS, warmup_extras
 
 
 class ModelCache:
@@ -60,10 +61,11 @@ class ModelCache:
         manifest = engine.manifest
         started = time.perf_counter()
         blank = np.full((1, manifest.height, manifest.width, 3), 128.0, np.float32)
+        extras = warmup_extras(manifest)
         if "gradcam" in self.artifacts:
-            engine.explain(blank, 0)
+            engine.explain(blank, 0, extras)
         else:
-            engine.predict(blank)
+            engine.predict(blank, extras)
         return {
             "status": "warm",
             "model": manifest.summary(),
@@ -73,4 +75,19 @@ class ModelCache:
             "load_ms": self.load_ms,
             "inference_ms": round((time.perf_counter() - started) * 1000, 1),
             "memory": telemetry.memory(),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """GET ?model=1: what a client needs to build its form and read the answers (loads the
+        model, so a page asking at start also warms the instance)."""
+        manifest = self.get().manifest
+        return {
+            "model": manifest.summary(),
+            "input": {"height": manifest.height, "width": manifest.width},
+            "labels": [
+                {"index": i, "code": x.code, "name": x.name} for i, x in enumerate(manifest.labels)
+            ],
+            "methods": list(cam.METHODS),
+            "options": list(FUNCTION_OPTIONS),
+            "metadata": manifest.metadata.as_json() if manifest.metadata else None,
         }

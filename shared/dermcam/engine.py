@@ -1,14 +1,15 @@
 """Inference engines behind one interface: LiteRT (serving) and Keras (reference, lazily).
 
-An engine takes the float32 [1, H, W, 3] RGB tensor (0–255) from `imaging.to_tensor`
-and answers probabilities, or probabilities plus the target layer's activations and
-the gradient of the class score with respect to them.
+An engine takes named inputs: the float32 [1, H, W, 3] RGB tensor (0–255) from
+`imaging.to_tensor`, and `extras`, the model's other inputs by name (patient metadata, from
+`metadata.Schema.encode`). It answers probabilities, or probabilities plus the target
+layer's activations and the gradient of the class score with respect to them.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,12 +28,24 @@ class Explanation:
     gradients: np.ndarray  # [h, w, k]: d score[target] / d activations
 
 
+Extras = Mapping[str, np.ndarray] | None  # the model's inputs besides the image, by name
+
+
 class Engine(Protocol):
     manifest: Manifest
 
-    def predict(self, tensor: np.ndarray) -> np.ndarray: ...
+    def predict(self, tensor: np.ndarray, extras: Extras = None) -> np.ndarray: ...
 
-    def explain(self, tensor: np.ndarray, target: int) -> Explanation: ...
+    def explain(self, tensor: np.ndarray, target: int, extras: Extras = None) -> Explanation: ...
+
+
+def checked_extras(manifest: Manifest, extras: Extras) -> dict[str, np.ndarray]:
+    """Exactly the extra inputs the manifest declares (a caller's bug otherwise)."""
+    given = dict(extras or {})
+    wanted = {s.input for s in manifest.metadata.inputs} if manifest.metadata else set()
+    if set(given) != wanted:
+        raise ValueError(f"the model takes extra inputs {sorted(wanted)}, got {sorted(given)}")
+    return given
 
 
 def one_hot(target: int, classes: int) -> np.ndarray:
@@ -72,17 +85,20 @@ class LiteRTEngine:
             outputs = self._runners[kind](**inputs)
             return {name: np.array(value, copy=True) for name, value in outputs.items()}
 
-    def predict(self, tensor: np.ndarray) -> np.ndarray:
+    def predict(self, tensor: np.ndarray, extras: Extras = None) -> np.ndarray:
+        extra = checked_extras(self.manifest, extras)
         if "predict" in self._runners:
-            return self._run("predict", image=tensor)["probabilities"][0]
+            return self._run("predict", image=tensor, **extra)["probabilities"][0]
         # A gradcam-only instance answers probabilities from the Grad-CAM graph.
         zeros = np.zeros((1, len(self.manifest.labels)), dtype=np.float32)
-        return self._run("gradcam", image=tensor, target=zeros)["probabilities"][0]
+        return self._run("gradcam", image=tensor, target=zeros, **extra)["probabilities"][0]
 
-    def explain(self, tensor: np.ndarray, target: int) -> Explanation:
+    def explain(self, tensor: np.ndarray, target: int, extras: Extras = None) -> Explanation:
         if "gradcam" not in self._runners:
             raise ModelUnavailable("This instance loaded no gradcam artifact.")
-        out = self._run("gradcam", image=tensor, target=one_hot(target, len(self.manifest.labels)))
+        extra = checked_extras(self.manifest, extras)
+        hot = one_hot(target, len(self.manifest.labels))
+        out = self._run("gradcam", image=tensor, target=hot, **extra)
         return Explanation(out["probabilities"][0], out["activations"][0], out["gradients"][0])
 
 

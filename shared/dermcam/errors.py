@@ -47,6 +47,11 @@ class UnknownMethod(DermcamError):
     code = "unknown_method"
 
 
+class InvalidMetadata(DermcamError):
+    status = 422
+    code = "invalid_metadata"
+
+
 class ModelUnavailable(DermcamError):
     status = 503
     code = "model_unavailable"

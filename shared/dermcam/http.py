@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import flask
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -124,15 +124,25 @@ def _json(body: dict[str, Any], status: int, headers: dict[str, str]) -> flask.R
     return response
 
 
+class Model(Protocol):
+    """What the HTTP edge asks of the instance's model (cache.ModelCache)."""
+
+    def warmup(self) -> dict[str, Any]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def loaded_version(self) -> str | None: ...
+
+
 def serve(
     request: flask.Request,
     settings: Settings,
     function: str,
     handle: Callable[[ImageRequest], dict[str, Any]],
-    warmup: Callable[[], dict[str, Any]],
-    model_version: Callable[[], str | None],
+    model: Model,
 ) -> flask.Response:
-    """Run one request through `handle` (POST) or `warmup` (GET ?warmup=1) and answer JSON."""
+    """Run one request through `handle` (POST), `model.warmup` (GET ?warmup=1) or
+    `model.describe` (GET ?model=1) and answer JSON."""
     started = time.perf_counter()
     cors = cors_headers(request, settings)
     fields: dict[str, Any] = {}
@@ -146,17 +156,22 @@ def serve(
                 }
             )
         response = flask.Response(status=204, headers=cors)
-        _log(function, request, 204, started, fields, model_version())
+        _log(function, request, 204, started, fields, model.loaded_version())
         return response
     try:
         if request.method == "GET" and request.args.get("warmup") in ("1", "true"):
-            body, status = warmup(), 200
+            body, status = model.warmup(), 200
+        elif request.method == "GET" and request.args.get("model") in ("1", "true"):
+            body, status = model.describe(), 200
         elif request.method == "POST":
             parsed = parse_image_request(request, settings)
             parsed.log_fields = fields
             body, status = handle(parsed), 200
         else:
-            raise MethodNotAllowed("POST an image to this function; GET ?warmup=1 loads the model.")
+            raise MethodNotAllowed(
+                "POST an image to this function; GET ?warmup=1 loads the model, "
+                "GET ?model=1 describes it."
+            )
     except DermcamError as exc:
         body, status = {"error": {"code": exc.code, "message": exc.message}}, exc.status
         # functions-framework drains unread bodies after the response (get_data()); mark the
@@ -177,7 +192,7 @@ def serve(
     headers = dict(cors)
     if status == 405:
         headers["Allow"] = "GET, POST, OPTIONS"
-    _log(function, request, status, started, fields, model_version())
+    _log(function, request, status, started, fields, model.loaded_version())
     return _json(body, status, headers)
 
 

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from dermcam.engine import Explanation, one_hot  # noqa: E402
+from dermcam.engine import Explanation, Extras, checked_extras, one_hot  # noqa: E402
 from dermcam.errors import ModelUnavailable  # noqa: E402
 from dermcam.keras_forward import CamForward, Head, find_head  # noqa: E402
 from dermcam.keras_loading import load_model_file  # noqa: E402
@@ -77,27 +77,38 @@ class KerasEngine:
         target = tuple(self.manifest.target_layer.split("/"))
         self.forward = CamForward(loaded.model, target, head)
 
-    def predict(self, tensor: np.ndarray) -> np.ndarray:
+    def predict(self, tensor: np.ndarray, extras: Extras = None) -> np.ndarray:
         x = preprocess(self.preprocessing, tf.constant(tensor, tf.float32))
-        return self.forward(x)[2].numpy()[0]
+        extra = _constants(checked_extras(self.manifest, extras))
+        return self.forward(x, extra)[2].numpy()[0]
 
-    def explain(self, tensor: np.ndarray, target: int) -> Explanation:
+    def explain(self, tensor: np.ndarray, target: int, extras: Extras = None) -> Explanation:
         return tape_explain(
             self.forward,
             self.preprocessing,
             self.manifest.score,
             tensor,
             one_hot(target, len(self.manifest.labels)),
+            checked_extras(self.manifest, extras),
         )
 
 
+def _constants(extras: Extras) -> dict[str, tf.Tensor]:
+    return {name: tf.constant(value, tf.float32) for name, value in (extras or {}).items()}
+
+
 def tape_explain(
-    forward: CamForward, preprocessing: str, score: str, tensor: np.ndarray, target: np.ndarray
+    forward: CamForward,
+    preprocessing: str,
+    score: str,
+    tensor: np.ndarray,
+    target: np.ndarray,
+    extras: Extras = None,
 ) -> Explanation:
     """TensorFlow's own gradients (GradientTape, no rewrites): the parity reference."""
     x = preprocess(preprocessing, tf.constant(tensor, tf.float32))
     with tf.GradientTape() as tape:
-        activations, logits, probs = forward(x)
+        activations, logits, probs = forward(x, _constants(extras))
         value = class_score(logits, probs, tf.constant(target), score)
     grads = tape.gradient(value, activations)
     return Explanation(probs.numpy()[0], activations.numpy()[0], grads.numpy()[0])

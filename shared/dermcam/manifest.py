@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dermcam.errors import ModelUnavailable
+from dermcam.metadata import Schema, SchemaError, parse_schema
 
 MANIFEST = "manifest.json"
 ARTIFACTS = ("predict", "gradcam")
@@ -35,6 +36,7 @@ class Manifest:
     score: str
     quantization: str
     probabilities: str  # "exclusive" (they sum to 1) or "independent" (multi-label)
+    metadata: Schema | None  # the patient fields beside the image, when the model takes any
     raw: dict[str, Any]
 
     @property
@@ -80,11 +82,12 @@ def read_manifest(model_dir: str | Path) -> Manifest:
             score=str(raw["score"]),
             quantization=str(raw.get("quantization", "none")),
             probabilities=str((raw.get("head") or {}).get("probabilities", "exclusive")),
+            metadata=parse_schema(raw["metadata"]) if raw.get("metadata") else None,
             raw=raw,
         )
     except FileNotFoundError as exc:
         raise ModelUnavailable(f"No model manifest at {path}.") from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, SchemaError) as exc:
         raise ModelUnavailable(f"The model manifest at {path} is unreadable: {exc}") from exc
 
 

@@ -1,5 +1,6 @@
 """The path of one request, top to bottom:
-bytes → image → tensor → engine → (probs, A, grads) → cam → PNG → storage → JSON."""
+bytes → image → named inputs (tensor, metadata) → engine → (probs, A, grads) → cam → PNG →
+storage → JSON."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dermcam.cache import ModelCache
 from dermcam.config import Settings
 from dermcam.errors import UnknownMethod, UnknownTarget
 from dermcam.http import ImageRequest
+from dermcam.inputs import model_inputs
 from dermcam.manifest import Manifest
 from dermcam.storage import (
     GRID_DECIMALS,
@@ -96,8 +98,8 @@ def predict(model: ModelCache, req: ImageRequest, settings: Settings) -> dict[st
     decoded = _decode(req, settings, timer)
     engine = model.get()
     manifest = engine.manifest
-    tensor = imaging.to_tensor(decoded.image, manifest.height, manifest.width)
-    probs = engine.predict(tensor)
+    inputs = model_inputs(manifest, decoded, req.options)
+    probs = engine.predict(inputs.image, inputs.extras)
     timer.mark("inference")
     predictions = ranked(manifest, probs)
     req.log_fields["top"] = predictions[0]["code"]
@@ -106,6 +108,7 @@ def predict(model: ModelCache, req: ImageRequest, settings: Settings) -> dict[st
         "predictions": predictions,
         "top": predictions[0],
         "image": _image_summary(decoded),
+        **inputs.answer(),
         "timing_ms": timer.summary(),
     }
 
@@ -120,12 +123,12 @@ def gradcam(
     manifest = engine.manifest
     class_spec = req.options.get("class")
     target = None if class_spec in (None, "") else resolve_class(class_spec, manifest)
-    tensor = imaging.to_tensor(decoded.image, manifest.height, manifest.width)
+    inputs = model_inputs(manifest, decoded, req.options)
     probs = None
     if target is None:  # default: explain the top class
-        probs = engine.predict(tensor)
+        probs = engine.predict(inputs.image, inputs.extras)
         target = int(np.argmax(probs))
-    key = heatmap_key(manifest.name, manifest.version, method, target, decoded.sha256)
+    key = heatmap_key(manifest.name, manifest.version, method, target, inputs.key)
     width, height = render.heatmap_size(decoded.width, decoded.height)
 
     storage_error = None
@@ -139,11 +142,11 @@ def gradcam(
     cached = grid is not None
     if cached:
         if probs is None:
-            probs = engine.predict(tensor)
+            probs = engine.predict(inputs.image, inputs.extras)
         timer.mark("inference")
         png = None
     else:
-        explanation = engine.explain(tensor, target)
+        explanation = engine.explain(inputs.image, target, inputs.extras)
         probs = explanation.probabilities
         grid = cam.class_map(explanation.activations, explanation.gradients, method)
         timer.mark("inference")
@@ -198,6 +201,7 @@ def gradcam(
         "predictions": predictions,
         "top": predictions[0],
         "image": _image_summary(decoded),
+        **inputs.answer(),
         "target": {
             "index": target,
             "code": manifest.labels[target].code,

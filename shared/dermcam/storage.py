@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -36,11 +37,16 @@ class StoredObject:
     metadata: dict[str, str]
 
 
-def heatmap_key(model: str, version: str, method: str, class_index: int, sha256: str) -> str:
-    """Object key from validated values only: never from a user's string."""
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-        raise ValueError("sha256 must be 64 hex digits")
-    return f"{PREFIX}/{model}/{version}/{_METHOD_SLUGS[method]}/{int(class_index)}/{sha256}.png"
+_INPUT_KEY = re.compile(r"^[0-9a-f]{64}(-m[0-9a-f]{12})?$")
+
+
+def heatmap_key(model: str, version: str, method: str, class_index: int, input_key: str) -> str:
+    """Object key from validated values only: never from a user's string. `input_key` is the
+    image's sha256, with `-m<digest>` of the encoded metadata for models that take any."""
+    if not _INPUT_KEY.match(input_key):
+        raise ValueError("input key must be a sha256, optionally with a metadata digest")
+    slug = _METHOD_SLUGS[method]
+    return f"{PREFIX}/{model}/{version}/{slug}/{int(class_index)}/{input_key}.png"
 
 
 def _local_signer() -> Any:
