@@ -2,6 +2,7 @@
 
     python -m bench.anatomy memory FUNCTION MODEL_DIR   # anon / page cache, stage by stage
     python -m bench.anatomy time MODEL_DIR              # server timing marks, per engine
+    python -m bench.anatomy startup [--baseline COMMIT] # where a cold start's CPU goes
 
 `memory` runs the function's server in a 2 GiB cgroup (page cache dropped first) and reads
 the group's memory.stat, and each process's anonymous memory, after it starts, after the
@@ -13,6 +14,7 @@ reports the medians of the answers' `timing_ms` marks beside the client's round 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -44,7 +46,8 @@ def server(
     env = fitcheck.server_env(model_dir, engine, storage_url, bucket)
     python, _ = fitcheck.server_python(engine)
     with open(log_dir / f"{function}-{engine}.log", "ab") as log:
-        proc, url = fitcheck.spawn(function, env, group, log, python)
+        procs = [group.procs_file] if group else []
+        proc, url = fitcheck.spawn(function, env, procs, log, python)
         try:
             devstack.wait_until_up(url, 90, proc)  # a GET is refused (405): no model loaded
             yield requests.Session(), url
@@ -83,7 +86,7 @@ def memory(function: str, model_dir: str, storage_url: str, log_dir: Path) -> li
             session.get(url, params={"warmup": "1"}, timeout=60)
             stage("warmup: model loaded, one inference")
             for i, upload in enumerate(plan[1:], start=1):
-                response = fitcheck.post_upload(session, url, upload, function, i)
+                response = fitcheck.post_upload(session, url, upload, function, i % 7)
                 response.raise_for_status()
                 if i in (1, 2):
                     stage(f"after request {i} ({upload.kind})")
@@ -104,7 +107,7 @@ def timing(model_dir: str, storage_url: str, log_dir: Path, count: int = 50) -> 
                 round_trips, marks = [], {}
                 for i, upload in enumerate(small * 2):
                     begun = time.perf_counter()
-                    response = fitcheck.post_upload(session, url, upload, function, i)
+                    response = fitcheck.post_upload(session, url, upload, function, i % 7)
                     response.raise_for_status()
                     round_trips.append((time.perf_counter() - begun) * 1000)
                     for name, value in response.json()["timing_ms"].items():
@@ -129,7 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     mem.add_argument("model_dir")
     tim = sub.add_parser("time")
     tim.add_argument("model_dir")
+    start = sub.add_parser("startup", help="where a cold start's CPU goes (bench/startup.py)")
+    start.add_argument("--baseline", default="b15beb7", help="the commit to compare with")
+    start.add_argument("--runs", type=int, default=5)
+    start.add_argument("--share", type=float, default=0.167, help="vCPU share for cold starts")
+    start.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
+    if args.what == "startup":
+        from bench import startup
+
+        results = startup.measure(args.baseline, args.runs, args.share)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        print(startup.report(results, args.baseline))
+        return 0
     if args.what == "memory" and not memgroup.available():
         print("needs the cgroup v1 memory controller (root)", file=sys.stderr)
         return 2

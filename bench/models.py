@@ -8,7 +8,10 @@ from pathlib import Path
 from model_store.synthetic import CLASSES
 
 OUT = Path(__file__).resolve().parent / "out" / "models"
-DEMO = Path(__file__).resolve().parents[1] / "model_store" / "models" / "demo" / "1"
+STORE = Path(__file__).resolve().parents[1] / "model_store" / "models"
+DEMO = STORE / "demo" / "1"
+# Committed models, float32 only (the metadata demo takes its patient fields' defaults).
+COMMITTED = {"demo": DEMO, "demo-metadata": STORE / "demo-metadata" / "1"}
 SIZE = 224
 # name → (keras.applications factory name, baked-in preprocessing)
 APPLICATIONS = {
@@ -20,8 +23,8 @@ APPLICATIONS = {
 
 def model_dir(name: str, quantization: str = "none") -> Path:
     """Where a (possibly quantised) export lives; the demo's float32 is the committed one."""
-    if name == "demo" and quantization == "none":
-        return DEMO
+    if name in COMMITTED and quantization == "none":
+        return COMMITTED[name]
     suffix = "" if quantization == "none" else f"-{quantization}"
     return OUT / f"{name}{suffix}" / "1"
 

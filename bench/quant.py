@@ -62,7 +62,14 @@ def measure(names: list[str], plan: list, storage_url: str, log_dir: Path) -> li
             }
             for function in ("predict", "gradcam"):
                 run = fitcheck.run_function(
-                    function, directory, fitcheck.BASELINE_MB, plan, "litert", storage_url, log_dir
+                    function,
+                    directory,
+                    fitcheck.BASELINE_MB,
+                    plan,
+                    "litert",
+                    storage_url,
+                    log_dir,
+                    cpu=fitcheck.WHOLE_CORE,
                 )
                 row[function] = {
                     "peak_mb": run.peak_mb,

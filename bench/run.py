@@ -1,12 +1,16 @@
-"""make bench: every function × engine × model × memory tier, in one run, on this machine.
+"""make bench: every model × function × engine × configuration (memory tier × vCPU share), in
+one run, on this machine.
 
-    python -m bench.run [--models demo,mobilenetv2,efficientnetb0,resnet50]
+    python -m bench.run [--models demo,demo-metadata,mobilenetv2,efficientnetb0,resnet50]
                         [--engines litert,keras] [--functions predict,gradcam]
-                        [--tiers 128,256,512] [--warm 100] [--no-quant]
+                        [--tiers 128,256,512] [--warm 60] [--no-quant] [--no-startup]
 
-A function that fits none of --tiers is also run at 1024 MiB, so every engine gets a tier
-and a cost. Writes bench/results.json and bench/results.md. Figures are medians of this run on this
-machine; ratios compare engines measured in the same run.
+Each configuration runs at its memory limit and its vCPU share (model_store.fitcheck.explore):
+the whole-core run, each share's 2 GiB baseline, then the tiers from the smallest up, at the
+default share and the `--cpu` overrides, until a tier holds (1 GiB too when none of --tiers
+does). Then where a cold start's CPU goes against the code of b15beb7 (bench.startup). Writes
+bench/results.json and bench/results.md, and the README's headline. Figures are medians of
+this run on this machine; ratios compare what was measured in the same run.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import models, quant, report
+from bench import models, quant, report, startup
 from devstack import stack as devstack
 from model_store import fitcheck, memgroup
 
@@ -70,12 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--models", default="demo,mobilenetv2,efficientnetb0,resnet50")
+    parser.add_argument(
+        "--models", default="demo,demo-metadata,mobilenetv2,efficientnetb0,resnet50"
+    )
     parser.add_argument("--engines", default="litert,keras")
     parser.add_argument("--functions", default="predict,gradcam")
     parser.add_argument("--tiers", default=",".join(map(str, fitcheck.TIERS_MB)))
-    parser.add_argument("--warm", type=int, default=100, help="warm requests per run")
+    parser.add_argument("--warm", type=int, default=60, help="warm requests per run")
     parser.add_argument("--no-quant", action="store_true", help="skip quantisation figures")
+    parser.add_argument("--no-startup", action="store_true", help="skip the startup anatomy")
+    parser.add_argument("--baseline", default="b15beb7", help="code the startup is compared to")
     parser.add_argument("--out", default=str(HERE))
     args = parser.parse_args(argv)
 
@@ -93,28 +101,34 @@ def main(argv: list[str] | None = None) -> int:
         "tiers_mb": tiers,
         "runs": [],
         "quantization": [],
+        "startup": None,
     }
     log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     with devstack.storage_emulator(log_dir) as storage_url:
         for name in names:
             for function in args.functions.split(","):
                 for engine in args.engines.split(","):
-                    runs = []
-                    for limit in [fitcheck.BASELINE_MB, *tiers, *fitcheck.LARGER_TIERS_MB]:
-                        if limit in fitcheck.LARGER_TIERS_MB and any(
-                            run.fits(runs[0]) for run in runs[1:]
-                        ):
-                            break  # a smaller tier held: the larger ones tell nothing new
-                        runs.append(
-                            fitcheck.run_function(
-                                function, dirs[name], limit, plan, engine, storage_url, log_dir
-                            )
-                        )
-                        row = {"model": name, **runs[-1].as_dict()}
+
+                    def record(run: fitcheck.Run, name: str = name) -> None:
+                        row = {"model": name, **run.as_dict()}
                         results["runs"].append(row)
                         print(report.one_line(row), flush=True)
+
+                    fitcheck.explore(
+                        function,
+                        dirs[name],
+                        plan,
+                        engine,
+                        storage_url,
+                        log_dir,
+                        (*tiers, *fitcheck.LARGER_TIERS_MB),
+                        record,
+                    )
         if not args.no_quant:
-            results["quantization"] = quant.measure(names, plan, storage_url, log_dir)
+            image_only = [n for n in names if n != "demo-metadata"]  # quantised: image models
+            results["quantization"] = quant.measure(image_only, plan, storage_url, log_dir)
+    if not args.no_startup:
+        results["startup"] = startup.measure(args.baseline, runs=5, share=0.167)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

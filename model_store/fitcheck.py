@@ -1,14 +1,20 @@
-"""Which memory tier does each function fit, for a given exported model? Measured, not guessed.
+"""Which configuration (memory tier × vCPU) should each function get, for a given exported
+model? Measured, not guessed.
 
-    python -m model_store.fitcheck MODEL_DIR [--functions predict,gradcam] [--warm 40]
+    python -m model_store.fitcheck MODEL_DIR [--functions predict,gradcam] [--warm 30]
+                                   [--max-p50-ms 300] [--max-cold-s 3]
 
 Each run starts the real functions-framework server of a function inside a cgroup memory
-group at a tier (page cache dropped first), times the cold start (spawn → first 200), sends
-warm requests mixing small PNGs and 12-megapixel JPEG photos (distinct images, so gradcam
-never answers from its cache), and reads peak memory and OOM kills. A function fits a tier
-when it had no OOM kill, every request answered 200 and its p50 stayed within 1.25× of the
-unconstrained (2 GiB) run. This module reports the smallest tier that fits with a 20 % margin
-(peak ≤ 0.8 × tier); bench/ drives it across models and engines.
+group at a tier **and** a cpu group with that configuration's vCPU share (a CFS quota; page
+cache dropped first), times the cold start (spawn → first 200 to a request as the page sends
+it) and the CPU it took (cpuacct), sends warm requests mixing small PNGs and 12-megapixel JPEG
+photos (distinct images, so gradcam never answers from its cache), and reads peak memory and
+OOM kills. A configuration fits when it had no OOM kill, every request answered 200 and its
+p50 stayed within 1.25× of the same function at 2 GiB **with the same vCPU share** (so the two
+differ only in memory); the whole-core run shows the CPU's own effect. Memory tiers are run
+at 80 % of their size: what fits there fits the tier with a 20 % margin. Each configuration
+that fits gets its billed cost per 1,000 requests (model_store.tiers), and the cheapest that
+meets the latency targets is recommended. bench/ drives this across models and engines.
 """
 
 from __future__ import annotations
@@ -27,19 +33,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import requests
 from PIL import Image
 
 from devstack import stack as devstack
-from model_store import memgroup
+from model_store import cpugroup, memgroup, tiers
 from model_store.synthetic import dataset, lesion_image
 
 TIERS_MB = (128, 256, 512)
 # Tried only when none of TIERS_MB fits: where a model that needs more (TensorFlow) lands.
 LARGER_TIERS_MB = (1024,)
 BASELINE_MB = 2048
+WHOLE_CORE = 1.0
 SLOWDOWN_LIMIT = 1.25
 # A run whose warm requests take longer than this is thrashing (page cache reclaimed and
 # re-read on every request): stopped and reported as not fitting instead of waiting it out.
@@ -126,10 +134,14 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 class Run:
     function: str
     engine: str
-    limit_mb: int
+    limit_mb: int  # the memory group's limit (80 % of the tier when checking a tier)
     cgroup: bool
     venv: str = "dev"  # "runtime": the functions' requirements only, as deployed
+    cpu: float | None = None  # vCPU share of the cpu group (None: not limited)
+    tier_mb: int | None = None  # the configuration's memory, for its cost
     cold_start_s: float | None = None
+    startup_cpu_s: float | None = None  # CPU time from spawn to the first answer
+    cost_per_1000: float | None = None  # US dollars, billed as Cloud Run bills (tiers.py)
     peak_mb: float | None = None
     anon_mb: float | None = None
     page_cache_mb: float | None = None  # file pages charged to the group, at the end
@@ -148,6 +160,16 @@ class Run:
 
     def p50(self) -> float | None:
         return (self.latency_ms.get("all") or {}).get("p50")
+
+    def option(self, baseline: Run | None) -> tiers.Option:
+        return tiers.Option(
+            self.tier_mb or self.limit_mb,
+            self.cpu if self.cpu is not None else WHOLE_CORE,
+            self.fits(baseline),
+            self.cold_start_s,
+            self.p50(),
+            self.cost_per_1000,
+        )
 
     def fits(self, baseline: Run | None) -> bool:
         if not self.answered or not self.complete or self.oom_kills or self.errors:
@@ -171,21 +193,32 @@ def run_function(
     storage_url: str | None = None,
     log_dir: Path | None = None,
     cold_timeout_s: float = 90.0,
+    cpu: float | None = None,
+    tier_mb: int | None = None,
+    first_target: int | None = None,
 ) -> Run:
-    """One server, one tier: cold start, then every upload of `plan[1:]` in turn."""
+    """One server, one configuration: cold start, then every upload of `plan[1:]` in turn.
+    `cpu` is the vCPU share (None: not limited); `tier_mb` the memory billed for its cost."""
     use_cgroup = memgroup.available()
-    run = Run(function, engine, limit_mb, use_cgroup)
+    run = Run(function, engine, limit_mb, use_cgroup, cpu=cpu, tier_mb=tier_mb)
     group = memgroup.MemoryGroup(limit_mb) if use_cgroup else None
+    cpus = cpugroup.CpuGroup(cpu) if cpugroup.available() else None
+    if cpu is not None and cpus is None:
+        run.note = "no cpu cgroup here: the vCPU share is not applied"
     bucket = f"bench-{uuid.uuid4().hex[:10]}"  # a fresh bucket: nothing is cached
     if storage_url:
         devstack.create_bucket(storage_url, bucket)
     env = server_env(model_dir, engine, storage_url, bucket)
     python, run.venv = server_python(engine)
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="fitcheck-"))
-    log = open(log_dir / f"{function}-{engine}-{limit_mb}.log", "ab")  # noqa: SIM115
+    log = open(log_dir / f"{function}-{engine}-{limit_mb}-{cpu}.log", "ab")  # noqa: SIM115
     memgroup.drop_page_cache()
     started = time.perf_counter()
-    proc, url = spawn(function, env, group, log, python)
+    procs_files = [
+        *([group.procs_file] if group else []),
+        *(cpus.procs_files if cpus else []),
+    ]
+    proc, url = spawn(function, env, procs_files, log, python)
     session = requests.Session()
     try:
 
@@ -193,8 +226,10 @@ def run_function(
             return group is not None and group.oom_kills() >= 3
 
         run.cold_start_s = _first_answer(
-            session, url, plan[0], function, started, cold_timeout_s, proc, hopeless
+            session, url, plan[0], function, started, cold_timeout_s, proc, hopeless, first_target
         )
+        if cpus is not None and run.cold_start_s is not None:
+            run.startup_cpu_s = round(cpus.usage_s(), 3)
         if run.cold_start_s is None:
             run.note = "never answered"
         else:
@@ -211,20 +246,22 @@ def run_function(
             run.note = (run.note + "; " if run.note else "") + "no cgroup: peak is process RSS"
         devstack.kill_group(proc)
         log.close()
-        if group is not None:
-            wait_empty(group)
-            group.remove()
+        for each in (group, cpus):
+            if each is not None:
+                wait_empty(each)
+                each.remove()
     return run
 
 
 def spawn(
     function: str,
     env: dict[str, str],
-    group: memgroup.MemoryGroup | None,
+    procs_files: list[Path],
     log: object,
     python: str = sys.executable,
 ) -> tuple[subprocess.Popen, str]:
-    """Start a function's functions-framework server on a free port, inside `group`."""
+    """Start a function's functions-framework server on a free port, inside the cgroups whose
+    `cgroup.procs` files are given."""
     port = devstack.free_port()
     command = [
         python,
@@ -239,8 +276,9 @@ def spawn(
         "--port",
         str(port),
     ]
-    if group is not None:  # join the group before Python starts, so imports count too
-        command = ["/bin/sh", "-c", f'echo $$ > {group.procs_file} && exec "$@"', "sh", *command]
+    if procs_files:  # join the groups before Python starts, so imports count too
+        join = " && ".join(f"echo $$ > {path}" for path in procs_files)
+        command = ["/bin/sh", "-c", f'{join} && exec "$@"', "sh", *command]
     proc = subprocess.Popen(
         command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -252,10 +290,12 @@ def post_upload(
     url: str,
     upload: Upload,
     function: str,
-    index: int,
+    target: int | None,
     timeout: float = 60.0,
 ) -> requests.Response:
-    params = {"class": str(index % 7)} if function == "gradcam" else None
+    """One upload; gradcam is asked for class `target`, or (None) for the top class, as the
+    page's first call for a photo asks."""
+    params = {"class": str(target)} if function == "gradcam" and target is not None else None
     return session.post(
         url,
         data=upload.data,
@@ -274,12 +314,13 @@ def _first_answer(
     timeout_s: float,
     proc: subprocess.Popen,
     hopeless: Callable[[], bool],
+    first_target: int | None = None,
 ) -> float | None:
     while time.perf_counter() - started < timeout_s:
         if proc.poll() is not None or hopeless():
             return None
         try:
-            response = post_upload(session, url, upload, function, 0, timeout=timeout_s)
+            response = post_upload(session, url, upload, function, first_target, timeout=timeout_s)
         except requests.ConnectionError:
             time.sleep(0.01)
             continue
@@ -315,7 +356,7 @@ def _warm(
             break
         begun = time.perf_counter()
         try:
-            response = post_upload(session, url, upload, function, i)
+            response = post_upload(session, url, upload, function, i % 7)
             ok = response.status_code == 200
             failure = f"HTTP {response.status_code}"
         except requests.RequestException as exc:
@@ -336,12 +377,17 @@ def _warm(
         server[upload.kind].append(timing["total_ms"] - storage)
         engine[upload.kind].append(timing["inference_ms"])
     run.latency_ms = {k: _percentiles(v) for k, v in client.items()}
+    if run.tier_mb:
+        share = run.cpu if run.cpu is not None else WHOLE_CORE
+        run.cost_per_1000 = tiers.cost_per_1000(
+            client["small"] + client["large"], run.tier_mb, share
+        )
     run.latency_ms["all"] = _percentiles(client["small"] + client["large"])
     run.compute_ms = {k: _percentiles(v) for k, v in server.items()}
     run.inference_ms = {k: _percentiles(v) for k, v in engine.items()}
 
 
-def wait_empty(group: memgroup.MemoryGroup, timeout_s: float = 10.0) -> None:
+def wait_empty(group: memgroup.MemoryGroup | cpugroup.CpuGroup, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while group.pids() and time.monotonic() < deadline:
         for pid in group.pids():
@@ -352,54 +398,150 @@ def wait_empty(group: memgroup.MemoryGroup, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def explore(
+    function: str,
+    model_dir: str | Path,
+    plan: list[Upload],
+    engine: str = "litert",
+    storage_url: str | None = None,
+    log_dir: Path | None = None,
+    memory_tiers: tuple[int, ...] = (*TIERS_MB, *LARGER_TIERS_MB),
+    on_run: Callable[[Run], None] = lambda run: None,
+    cpus: tuple[float, ...] | None = None,
+) -> tuple[list[Run], dict[float, Run]]:
+    """The whole-core run, then memory tiers from the smallest up, each at its default vCPU
+    share and the `--cpu` overrides above it, until a tier holds. Each share's 2 GiB baseline
+    is measured once and judges every configuration with that share. (runs, baselines)"""
+
+    def measure(limit_mb: int, cpu: float, tier_mb: int | None = None) -> Run:
+        run = run_function(
+            function,
+            model_dir,
+            limit_mb,
+            plan,
+            engine,
+            storage_url,
+            log_dir,
+            cpu=cpu,
+            tier_mb=tier_mb,
+        )
+        on_run(run)
+        return run
+
+    baselines: dict[float, Run] = {WHOLE_CORE: measure(BASELINE_MB, WHOLE_CORE, BASELINE_MB)}
+    runs: list[Run] = []
+    for memory in memory_tiers:
+        for tier_mb, cpu in tiers.configurations([memory]):
+            if cpus is not None and cpu not in cpus:
+                continue
+            if cpu not in baselines:
+                baselines[cpu] = measure(BASELINE_MB, cpu)
+            runs.append(measure(int(tier_mb * (1 - MARGIN)), cpu, tier_mb))
+            if not runs[-1].answered or runs[-1].oom_kills:
+                break  # the memory does not hold; more CPU will not change that
+        if any(r.fits(baselines[r.cpu]) for r in runs if r.tier_mb == memory):
+            break
+    return runs, baselines
+
+
 def check(
     model_dir: str | Path,
     functions: tuple[str, ...] = ("predict", "gradcam"),
     warm: int = 30,
     storage_url: str | None = None,
+    memory_tiers: tuple[int, ...] = (*TIERS_MB, *LARGER_TIERS_MB),
+    cpus: tuple[float, ...] | None = None,
 ) -> dict[str, dict]:
-    """Baseline at 2 GiB, then each tier from the smallest up, run at (1 - MARGIN) × tier:
-    a function that fits 80 % of a tier fits the tier with a 20 % margin."""
+    """`explore` each function; the report `describe` and `recommendation` read."""
     plan = request_plan(warm + 1)
     report = {}
     for function in functions:
-        baseline = run_function(function, model_dir, BASELINE_MB, plan, storage_url=storage_url)
-        runs = []
-        tier = None
-        for candidate in (*TIERS_MB, *LARGER_TIERS_MB):
-            limit = int(candidate * (1 - MARGIN))
-            runs.append(run_function(function, model_dir, limit, plan, storage_url=storage_url))
-            if runs[-1].fits(baseline):
-                tier = candidate
-                break
-        report[function] = {
-            "tier_mb": tier,
-            "baseline": baseline.as_dict(),
-            "runs": [r.as_dict() for r in runs],
-            "cgroup": baseline.cgroup,
-        }
+        runs, baselines = explore(
+            function,
+            model_dir,
+            plan,
+            storage_url=storage_url,
+            memory_tiers=memory_tiers,
+            cpus=cpus,
+        )
+        report[function] = _summary(runs, baselines)
     return report
 
 
-def describe(report: dict[str, dict]) -> str:
+def _summary(runs: list[Run], baselines: dict[float, Run]) -> dict:
+    options = [r.option(baselines[r.cpu]) for r in runs]
+    fitting = [r for r in runs if r.fits(baselines[r.cpu])]
+    return {
+        "tier_mb": min((r.tier_mb for r in fitting), default=None),
+        "whole_core": baselines[WHOLE_CORE].as_dict(),
+        "baselines": {str(cpu): run.as_dict() for cpu, run in baselines.items()},
+        "runs": [r.as_dict() for r in runs],
+        "options": [asdict(o) for o in options],
+        "cgroup": baselines[WHOLE_CORE].cgroup,
+    }
+
+
+def recommendation(
+    result: dict,
+    max_p50_ms: float = tiers.MAX_WARM_P50_MS,
+    max_cold_s: float = tiers.MAX_COLD_START_S,
+) -> tuple[tiers.Option | None, list[tiers.Option]]:
+    return tiers.recommend([tiers.Option(**o) for o in result["options"]], max_p50_ms, max_cold_s)
+
+
+def describe(
+    report: dict[str, dict],
+    max_p50_ms: float = tiers.MAX_WARM_P50_MS,
+    max_cold_s: float = tiers.MAX_COLD_START_S,
+) -> str:
+    """The fit of each function, its recommended configuration and the trade-offs."""
     lines = []
     for function, result in report.items():
         tier = f"{result['tier_mb']} MiB" if result["tier_mb"] else "none up to 1024 MiB"
-        peaks = ", ".join(
-            f"{r['limit_mb']} MiB: peak {r['peak_mb']} MiB{' OOM' if r['oom_kills'] else ''}"
-            for r in result["runs"]
-        )
         how = "" if result["cgroup"] else " (no cgroup here: estimated from process RSS)"
-        lines.append(f"{function}: fits {tier} with a {MARGIN:.0%} margin{how} [{peaks}]")
+        whole = result["whole_core"]
+        lines.append(
+            f"{function}: fits {tier} with a {MARGIN:.0%} margin{how}; on a whole core: cold "
+            f"start {_fmt(whole['cold_start_s'], 's')}, startup CPU "
+            f"{_fmt(whole['startup_cpu_s'], 's')}, p50 {_fmt(_p50_of(whole), 'ms')}"
+        )
+        best, others = recommendation(result, max_p50_ms, max_cold_s)
+        if best is None:
+            lines.append(
+                f"  no configuration meets warm p50 <= {max_p50_ms:g} ms and cold start <= "
+                f"{max_cold_s:g} s; the measured ones:"
+            )
+        else:
+            lines.append(f"  recommended: {best.flags} (${best.cost_per_1000:.4f} / 1000 requests)")
+        lines.append("  memory  vCPU   fits  cold start  p50 (mix)  $ / 1000 requests")
+        for option in ([best] if best else []) + others[:5]:
+            lines.append(
+                f"  {option.memory_mb:>4}Mi  {option.cpu:<5g}  {'yes' if option.fits else 'no':<4}"
+                f"  {_fmt(option.cold_start_s, 's'):>10}  {_fmt(option.p50_ms, 'ms'):>9}"
+                f"  {'–' if option.cost_per_1000 is None else f'{option.cost_per_1000:.4f}':>8}"
+            )
     return "\n".join(lines)
 
 
+def _p50_of(run: dict) -> float | None:
+    return (run.get("latency_ms", {}).get("all") or {}).get("p50")
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f} s" if unit == "s" else f"{value:.0f} ms"
+
+
 def check_with_storage(
-    model_dir: str | Path, functions: tuple[str, ...] = ("predict", "gradcam"), warm: int = 30
+    model_dir: str | Path,
+    functions: tuple[str, ...] = ("predict", "gradcam"),
+    warm: int = 30,
+    **options: Any,
 ) -> dict[str, dict]:
     """`check` with a storage emulator of its own, for gradcam's uploads."""
     with tempfile.TemporaryDirectory() as tmp, devstack.storage_emulator(Path(tmp)) as url:
-        return check(model_dir, functions, warm, url)
+        return check(model_dir, functions, warm, url, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,9 +554,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--functions", default="predict,gradcam")
     parser.add_argument("--warm", type=int, default=30, help="warm requests per run")
     parser.add_argument("--json", help="also write the full report here")
+    parser.add_argument("--max-p50-ms", type=float, default=tiers.MAX_WARM_P50_MS)
+    parser.add_argument("--max-cold-s", type=float, default=tiers.MAX_COLD_START_S)
+    parser.add_argument(
+        "--tiers",
+        default=",".join(map(str, (*TIERS_MB, *LARGER_TIERS_MB))),
+        help="memory tiers to try, MiB, smallest first",
+    )
+    parser.add_argument("--cpus", default=None, help="only these vCPU shares (default: all)")
     args = parser.parse_args(argv)
-    report = check_with_storage(args.model_dir, tuple(args.functions.split(",")), args.warm)
-    print(describe(report))
+    report = check_with_storage(
+        args.model_dir,
+        tuple(args.functions.split(",")),
+        args.warm,
+        memory_tiers=tuple(int(t) for t in args.tiers.split(",")),
+        cpus=tuple(float(c) for c in args.cpus.split(",")) if args.cpus else None,
+    )
+    print(describe(report, args.max_p50_ms, args.max_cold_s))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,9 @@ def stack(tmp_path_factory):
         log_dir=tmp_path_factory.mktemp("stack-logs"),
         storage_root=tmp_path_factory.mktemp("storage"),
     )
+    # Warm, as the scheduler keeps it: a cold gradcam answers its first heatmap inline
+    # (test_functions_http.py tests that on an instance of its own).
+    urllib.request.urlopen(f"{running.gradcam_url}?warmup=1", timeout=60).close()  # noqa: S310
     yield running
     running.stop()
 

@@ -218,6 +218,7 @@ def test_staged_folders_run_under_functions_framework(deploy, stack, lesion_png)
         files = {"image": ("lesion.png", lesion_png)}
         predicted = requests.post(urls["predict"], files=files, timeout=60).json()
         assert predicted["top"]["code"] == "mel" and predicted["model"]["demo"] is True
+        requests.get(urls["gradcam"], params={"warmup": "1"}, timeout=60)  # as scheduled
         explained = requests.post(urls["gradcam"], files=files, timeout=60).json()
         assert explained["target"]["code"] == "mel" and explained["heatmap"]["stored"] is True
         assert requests.get(explained["heatmap"]["url"], timeout=10).status_code == 200

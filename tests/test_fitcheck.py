@@ -1,12 +1,16 @@
-"""The fit-check harness on the demo model: a real server inside a real memory cgroup."""
+"""The fit-check harness on the demo model: a real server inside real memory and cpu cgroups."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from model_store import fitcheck, memgroup
+from model_store import cpugroup, fitcheck, memgroup, tiers
 
-pytestmark = pytest.mark.skipif(not memgroup.available(), reason="needs the cgroup v1 controller")
+pytestmark = pytest.mark.skipif(
+    not (memgroup.available() and cpugroup.available()), reason="needs cgroup v1 controllers"
+)
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +24,31 @@ def test_plan_mixes_small_pngs_and_large_jpegs(plan):
     assert len({u.data for u in plan}) == len(plan)  # distinct: gradcam cannot cache
 
 
-def test_predict_fits_its_tier(demo_model_dir, plan, tmp_path):
-    run = fitcheck.run_function("predict", demo_model_dir, 256, plan, log_dir=tmp_path)
+def test_predict_fits_its_tier_at_its_cpu_share(demo_model_dir, plan, tmp_path):
+    run = fitcheck.run_function(
+        "predict", demo_model_dir, 204, plan, log_dir=tmp_path, cpu=0.5, tier_mb=256
+    )
     assert run.cgroup and run.answered and run.errors == 0 and run.oom_kills == 0
-    assert 20 < run.peak_mb < 256 and run.requests == len(plan) - 1
+    assert 20 < run.peak_mb < 204 and run.requests == len(plan) - 1
     assert run.latency_ms["small"]["n"] == 4 and run.latency_ms["large"]["n"] == 2
-    assert run.fits(baseline=None)
+    assert run.fits(baseline=None) and run.cpu == 0.5 and not run.note
+    assert 0.2 < run.startup_cpu_s < run.cold_start_s * 2  # cpuacct of the server's processes
+    assert run.cost_per_1000 >= 1000 * tiers.PRICE_REQUEST
+
+
+def test_a_cpu_share_is_enforced_and_counted():
+    group = cpugroup.CpuGroup(0.25)
+    busy = "import time\nend = time.time() + 1.0\nwhile time.time() < end: pass"
+    join = " && ".join(f"echo $$ > {f}" for f in group.procs_files)
+    try:
+        subprocess.run(
+            ["/bin/sh", "-c", f'{join} && exec "$@"', "sh", sys.executable, "-c", busy], check=True
+        )
+        used = group.usage_s()
+    finally:
+        fitcheck.wait_empty(group)
+        group.remove()
+    assert 0.1 < used < 0.5, used  # a whole second of spinning, a quarter of it on the CPU
 
 
 def test_gradcam_with_storage_fits_its_tier(demo_model_dir, plan, stack, tmp_path):
@@ -74,13 +97,23 @@ def test_fit_needs_the_baseline_speed():
     assert not fitcheck.Run("predict", "litert", 128, True).fits(base)  # never answered
 
 
-def test_cli_prints_the_smallest_tier_with_its_margin(demo_model_dir, tmp_path, capsys):
+def test_cli_measures_configurations_and_recommends_one(demo_model_dir, tmp_path, capsys):
     report_file = tmp_path / "fit.json"
-    args = ["--functions", "predict", "--warm", "4", "--json", str(report_file)]
-    assert fitcheck.main([str(demo_model_dir), *args]) == 0
+    args = ["--functions", "predict", "--warm", "4", "--tiers", "256", "--cpus", "0.5,1"]
+    assert fitcheck.main([str(demo_model_dir), *args, "--json", str(report_file)]) == 0
     printed = capsys.readouterr().out
-    assert "predict: fits 128 MiB with a 20% margin" in printed
     report = json.loads(report_file.read_text())["predict"]
-    # run at 80 % of the tier, and it stayed under that limit
-    assert report["tier_mb"] == 128 and report["runs"][-1]["limit_mb"] == int(128 * 0.8)
-    assert report["runs"][-1]["peak_mb"] <= 128 * 0.8 and report["runs"][-1]["oom_kills"] == 0
+    # the whole core, the 0.5 share's 2 GiB baseline, then 256 MiB at 0.5 and at 1 vCPU
+    assert sorted(report["baselines"]) == ["0.5", "1.0"]
+    assert [(r["limit_mb"], r["tier_mb"], r["cpu"]) for r in report["runs"]] == [
+        (204, 256, 0.5),
+        (204, 256, 1.0),
+    ]
+    assert all(r["peak_mb"] <= 204 and r["oom_kills"] == 0 for r in report["runs"])
+    best, others = fitcheck.recommendation(report)
+    options = [best, *others] if best else others
+    assert {(o.memory_mb, o.cpu) for o in options} == {(256, 0.5), (256, 1.0)}
+    assert f"predict: fits {report['tier_mb']} MiB with a 20% margin" in printed
+    assert "startup CPU" in printed and "256Mi  0.5" in printed
+    if best:
+        assert f"recommended: --memory 256Mi --cpu {best.cpu:g}" in printed

@@ -116,6 +116,26 @@ def test_gradcam_default_class_stores_a_heatmap_and_caches_it(stack, lesion_rgb)
     assert fetch_png(again["heatmap"]["url"]).size == (128, 128)
 
 
+def test_a_cold_instance_answers_inline_then_stores(single_function, lesion_png, lesion_rgb):
+    """The first heatmap on a new instance comes inline, and is stored after the answer; a
+    warmup readies storage before any photo."""
+    url, _ = single_function("gradcam")
+    first = post_multipart(url, lesion_png).json()["heatmap"]
+    assert first["stored"] is False and first["url"].startswith("data:image/png;base64,")
+    assert fetch_png(first["url"]).size == (128, 128)
+    for _ in range(50):  # stored moments after the answer, on a thread of its own
+        again = post_multipart(url, lesion_png).json()["heatmap"]
+        if again["cached"]:
+            break
+        time.sleep(0.1)
+    assert again["cached"] and again["stored"] and "X-Goog-Signature" in again["url"]
+
+    warmed, _ = single_function("gradcam")
+    assert requests.get(warmed, params={"warmup": "1"}, timeout=60).status_code == 200
+    other = encode(lesion_rgb.rotate(180), "PNG")
+    assert post_multipart(warmed, other).json()["heatmap"]["stored"] is True
+
+
 def test_gradcam_class_by_code_index_and_method(stack, lesion_png):
     by_code = post_multipart(stack.gradcam_url, lesion_png, **{"class": "nv"}).json()
     assert by_code["target"] == {**by_code["target"], "index": 5, "code": "nv"}
@@ -307,6 +327,7 @@ def test_cors_allowed_and_refused(single_function, lesion_png):
 
 def test_storage_frozen_then_killed_gives_inline_heatmaps(single_function, lesion_rgb):
     url, storage = single_function("gradcam", env={"DERMCAM_STORAGE_BACKOFF_S": "2"})
+    requests.get(url, params={"warmup": "1"}, timeout=60)
     first = encode(lesion_rgb.rotate(180), "PNG")
     assert post_multipart(url, first).json()["heatmap"]["stored"] is True
 

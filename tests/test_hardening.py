@@ -207,9 +207,13 @@ def tiered_gradcam(stack, tmp_path_factory):
     group = memgroup.MemoryGroup(TIER_MB) if memgroup.available() else None
     log = open(tmp_path_factory.mktemp("hardening") / "gradcam.log", "ab")
     proc, url = fitcheck.spawn(
-        "gradcam", devstack.function_env(stack.storage_url, bucket), group, log
+        "gradcam",
+        devstack.function_env(stack.storage_url, bucket),
+        [group.procs_file] if group else [],
+        log,
     )
     devstack.wait_until_up(url, 60, proc)
+    requests.get(url, params={"warmup": "1"}, timeout=60)  # storage ready, as kept warm
     yield url, group, bucket
     devstack.kill_group(proc)
     if group is not None:

@@ -33,6 +33,7 @@ def nevus_png() -> bytes:
 def functions(single_function):
     predict_url, _ = single_function("predict", ENV, with_storage=False)
     gradcam_url, _ = single_function("gradcam", ENV)
+    requests.get(gradcam_url, params={"warmup": "1"}, timeout=60)  # storage ready
     return predict_url, gradcam_url
 
 

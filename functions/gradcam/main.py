@@ -16,8 +16,8 @@ from dermcam.config import load_settings
 from dermcam.storage import HeatmapStore
 
 SETTINGS = load_settings()
-MODEL = ModelCache(SETTINGS, artifacts=("gradcam",))
 STORE = HeatmapStore(SETTINGS)
+MODEL = ModelCache(SETTINGS, artifacts=("gradcam",), warm_also=(STORE.prepare,))
 
 
 @functions_framework.http

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,9 +19,18 @@ from dermcam.inputs import FUNCTION_OPTIONS, warmup_extras
 
 
 class ModelCache:
-    def __init__(self, settings: Settings, artifacts: Sequence[str]) -> None:
+    """`warm_also`: what a warmup (and a ?model=1) readies besides the model, e.g. gradcam's
+    storage client, so a page that asks at start finds the instance wholly warm."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        artifacts: Sequence[str],
+        warm_also: Sequence[Callable[[], None]] = (),
+    ) -> None:
         self.settings = settings
         self.artifacts = tuple(artifacts)
+        self.warm_also = tuple(warm_also)
         self._engine: Engine | None = None
         self._lock = threading.Lock()
         self.load_ms: float | None = None
@@ -58,6 +67,8 @@ class ModelCache:
         """Load the model and run one inference, so the next real request is warm."""
         already_loaded = self.loaded
         engine = self.get()
+        for prepare in self.warm_also:
+            prepare()
         manifest = engine.manifest
         started = time.perf_counter()
         blank = np.full((1, manifest.height, manifest.width, 3), 128.0, np.float32)
@@ -74,13 +85,15 @@ class ModelCache:
             "model_loads": self.loads,
             "load_ms": self.load_ms,
             "inference_ms": round((time.perf_counter() - started) * 1000, 1),
-            "memory": telemetry.memory(),
+            "memory": telemetry.headroom(),
         }
 
     def describe(self) -> dict[str, Any]:
         """GET ?model=1: what a client needs to build its form and read the answers (loads the
         model, so a page asking at start also warms the instance)."""
         manifest = self.get().manifest
+        for prepare in self.warm_also:
+            prepare()
         return {
             "model": manifest.summary(),
             "input": {"height": manifest.height, "width": manifest.width},

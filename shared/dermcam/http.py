@@ -37,6 +37,8 @@ class ImageRequest:
     data: bytes
     options: dict[str, Any] = field(default_factory=dict)
     log_fields: dict[str, Any] = field(default_factory=dict)  # filled in by the handler
+    # Work for after the answer has gone out (e.g. storing a cold instance's first heatmap).
+    after_response: list[Callable[[], None]] = field(default_factory=list)
 
 
 def _too_large(settings: Settings) -> PayloadTooLarge:
@@ -146,6 +148,7 @@ def serve(
     started = time.perf_counter()
     cors = cors_headers(request, settings)
     fields: dict[str, Any] = {}
+    later: list[Callable[[], None]] = []
     if request.method == "OPTIONS":
         if cors:
             cors.update(
@@ -166,6 +169,7 @@ def serve(
         elif request.method == "POST":
             parsed = parse_image_request(request, settings)
             parsed.log_fields = fields
+            parsed.after_response = later
             body, status = handle(parsed), 200
         else:
             raise MethodNotAllowed(
@@ -193,7 +197,10 @@ def serve(
     if status == 405:
         headers["Allow"] = "GET, POST, OPTIONS"
     _log(function, request, status, started, fields, model.loaded_version())
-    return _json(body, status, headers)
+    response = _json(body, status, headers)
+    for work in later:  # the WSGI server closes the response once it is sent
+        response.call_on_close(work)
+    return response
 
 
 def _log(

@@ -5,6 +5,7 @@ storage → JSON."""
 from __future__ import annotations
 
 import base64
+import functools
 import time
 from typing import Any
 
@@ -26,6 +27,8 @@ from dermcam.storage import (
     grid_metadata,
     heatmap_key,
 )
+
+COLD_STORAGE = "the storage client is made after this instance's first answer"
 
 
 class Timer:
@@ -131,13 +134,18 @@ def gradcam(
     key = heatmap_key(manifest.name, manifest.version, method, target, inputs.key)
     width, height = render.heatmap_size(decoded.width, decoded.height)
 
-    storage_error = None
+    # A cold instance answers its first heatmap inline and makes the storage client after the
+    # answer: importing google-cloud-storage and making the client is ~0.4 s of CPU, which at
+    # a fraction of a vCPU is seconds the user would wait (docs/PERFORMANCE.md).
+    cold = not store.ready
+    storage_error = COLD_STORAGE if cold else None
     stored = None
-    try:
-        stored = store.find(key)
-    except StorageUnavailable as exc:
-        storage_error = str(exc)
-    timer.mark("lookup")
+    if not cold:
+        try:
+            stored = store.find(key)
+        except StorageUnavailable as exc:
+            storage_error = str(exc)
+        timer.mark("lookup")
     grid = _stored_grid(stored)
     cached = grid is not None
     if cached:
@@ -154,14 +162,16 @@ def gradcam(
         timer.mark("render")
         # float64 first: a rounded float32 prints as 0.3440000116825104 in JSON
         grid = np.round(grid.astype(np.float64), GRID_DECIMALS)
+        metadata = grid_metadata(grid, {"method": method, "class": target})
         if storage_error is None:
             try:
-                stored = store.put(
-                    key, png, "image/png", grid_metadata(grid, {"method": method, "class": target})
-                )
+                stored = store.put(key, png, "image/png", metadata)
             except StorageUnavailable as exc:
                 storage_error = str(exc)
             timer.mark("store")
+        elif cold:
+            store_later = functools.partial(store.put, key, png, "image/png", metadata)
+            req.after_response.append(store.prepare_then(store_later))
 
     heatmap: dict[str, Any] = {
         "width": width,
@@ -181,8 +191,8 @@ def gradcam(
             url="data:image/png;base64," + base64.b64encode(png).decode(),
         )
         telemetry.log(
-            "WARNING",
-            "heatmap not stored; answered inline",
+            "INFO" if cold else "WARNING",
+            "heatmap answered inline" + (", stored after the answer" if cold else "; not stored"),
             function="gradcam",
             image=decoded.sha256[:12],
             reason=storage_error,
