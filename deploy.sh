@@ -14,10 +14,15 @@ REGION="europe-west1"
 MODEL_DIR="$ROOT/model_store/models/demo/1"
 BUCKET=""
 PAGE_BUCKET=""
-# Tiers the fit check measured for the demo model with a 20 % margin (make fitcheck; the
-# exporter prints them for yours): predict fits 128Mi, gradcam 256Mi. See bench/results.md.
+# The configurations the fit check recommends for the demo model (make fitcheck; the exporter
+# prints them for yours): the cheapest per request that fits with a 20 % margin, answers warm
+# within 300 ms and starts cold within 3 s, measured at each configuration's own vCPU share.
+# The default share of 128Mi (0.083 vCPU) starts the demo in 8 s; 0.333 in 2 s, for ~30 %
+# more per request. See bench/results.md.
 PREDICT_MEMORY="128Mi"
+PREDICT_CPU="0.333"
 GRADCAM_MEMORY="256Mi"
+GRADCAM_CPU="0.333"
 ORIGIN=""
 ACCESS="public"
 SCHEDULE="*/5 * * * *"
@@ -44,7 +49,9 @@ Usage: ./deploy.sh --project PROJECT [options]
   --bucket NAME          private heatmap bucket [PROJECT-dermcam-heatmaps]
   --page-bucket NAME     public bucket for the static page, or 'none' [PROJECT-dermcam-page]
   --predict-memory SIZE  memory tier of predict, at most 512Mi [$PREDICT_MEMORY]
+  --predict-cpu VCPU     vCPU of predict, 0.08 to 1 (fractions need --concurrency 1) [$PREDICT_CPU]
   --gradcam-memory SIZE  memory tier of gradcam, at most 512Mi [$GRADCAM_MEMORY]
+  --gradcam-cpu VCPU     vCPU of gradcam [$GRADCAM_CPU]
   --origin URL           page origin allowed by CORS [https://storage.googleapis.com]
   --public | --private   who may call the functions [public: the page calls them]
   --schedule CRON        warmup schedule, or 'none' to skip schedulers [$SCHEDULE]
@@ -68,7 +75,9 @@ while [[ $# -gt 0 ]]; do
     --bucket) BUCKET="$2"; shift 2 ;;
     --page-bucket) PAGE_BUCKET="$2"; shift 2 ;;
     --predict-memory) PREDICT_MEMORY="$2"; shift 2 ;;
+    --predict-cpu) PREDICT_CPU="$2"; shift 2 ;;
     --gradcam-memory) GRADCAM_MEMORY="$2"; shift 2 ;;
+    --gradcam-cpu) GRADCAM_CPU="$2"; shift 2 ;;
     --origin) ORIGIN="$2"; shift 2 ;;
     --public) ACCESS="public"; shift ;;
     --private) ACCESS="private"; shift ;;
@@ -95,6 +104,18 @@ for tier in "$PREDICT_MEMORY" "$GRADCAM_MEMORY"; do
     128Mi|256Mi|512Mi) ;;
     *) die "memory tier $tier: dermcam stays at 512Mi or below (128Mi, 256Mi, 512Mi)" ;;
   esac
+done
+for cpu in "$PREDICT_CPU" "$GRADCAM_CPU"; do
+  # Cloud Run: 0.08 to 1 vCPU in fractions, whole numbers up to 8 above; a fraction needs
+  # concurrency 1.
+  if [[ "$cpu" =~ ^0\.([0-9]+)$ ]]; then
+    thousandths="${BASH_REMATCH[1]}000"
+    (( 10#${thousandths:0:3} >= 80 )) ||
+      die "vCPU $cpu: use 0.08 to 1 (fractions), or a whole number up to 8"
+    [[ "$CONCURRENCY" == 1 ]] || die "vCPU $cpu is a fraction: Cloud Run then needs --concurrency 1"
+  elif [[ ! "$cpu" =~ ^([1-8]|1\.0+)$ ]]; then
+    die "vCPU $cpu: use 0.08 to 1 (fractions), or a whole number up to 8"
+  fi
 done
 [[ "$HEATMAP_DAYS" =~ ^[0-9]+$ && "$HEATMAP_DAYS" -ge 1 ]] || die "--heatmap-days must be >= 1"
 
@@ -194,12 +215,12 @@ grant_identities() {
 }
 
 deploy_function() {
-  local name="$1" memory="$2" account="$3" env="$4" access_flag
+  local name="$1" memory="$2" cpu="$3" account="$4" env="$5" access_flag
   if [[ "$ACCESS" == public ]]; then access_flag="--allow-unauthenticated"
   else access_flag="--no-allow-unauthenticated"; fi
   run gcloud functions deploy "dermcam-$name" --gen2 --project "$PROJECT" --region "$REGION" \
     --runtime "$RUNTIME" --source "$BUILD_DIR/$name" --entry-point "$name" --trigger-http \
-    "$access_flag" --memory "$memory" --concurrency "$CONCURRENCY" \
+    "$access_flag" --memory "$memory" --cpu "$cpu" --concurrency "$CONCURRENCY" \
     --max-instances "$MAX_INSTANCES" --min-instances "$MIN_INSTANCES" \
     --service-account "$account" --set-env-vars "^##^$env"
 }
@@ -260,8 +281,8 @@ main() {
   # The staged model sits beside the package (build/<name>/model): the default model dir.
   # THREADS: gunicorn threads of functions-framework, one per concurrent request allowed.
   local common="DERMCAM_ALLOWED_ORIGINS=$ORIGIN##DERMCAM_NUM_THREADS=1##THREADS=$CONCURRENCY"
-  deploy_function predict "$PREDICT_MEMORY" "$PREDICT_SA" "$common"
-  deploy_function gradcam "$GRADCAM_MEMORY" "$GRADCAM_SA" \
+  deploy_function predict "$PREDICT_MEMORY" "$PREDICT_CPU" "$PREDICT_SA" "$common"
+  deploy_function gradcam "$GRADCAM_MEMORY" "$GRADCAM_CPU" "$GRADCAM_SA" \
     "$common##DERMCAM_BUCKET=$BUCKET##DERMCAM_SIGNED_URL_TTL=$URL_TTL"
   local predict_url gradcam_url
   predict_url="$(function_url predict)"

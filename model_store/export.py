@@ -450,7 +450,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-fitcheck",
         action="store_true",
-        help="skip the memory-tier fit check that follows the export",
+        help="skip the fit check (memory tier × vCPU) that follows the export",
+    )
+    parser.add_argument(
+        "--fitcheck-tiers", default="128,256,512,1024", help="memory tiers the fit check tries"
+    )
+    parser.add_argument(
+        "--fitcheck-cpus", default=None, help="only these vCPU shares (default: every one)"
     )
     args = parser.parse_args(argv)
     try:
@@ -479,8 +485,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_fitcheck:
         from model_store import fitcheck
 
-        print("fit check (real servers in memory-limited cgroups; takes a minute):", flush=True)
-        print(fitcheck.describe(fitcheck.check_with_storage(args.out)))
+        print(
+            "fit check (real servers in memory and cpu cgroups, each configuration at its own "
+            "vCPU share; takes a few minutes):",
+            flush=True,
+        )
+        report = fitcheck.check_with_storage(
+            args.out,
+            memory_tiers=tuple(int(t) for t in args.fitcheck_tiers.split(",")),
+            cpus=tuple(float(c) for c in args.fitcheck_cpus.split(","))
+            if args.fitcheck_cpus
+            else None,
+        )
+        print(fitcheck.describe(report))
     return 0
 
 

@@ -408,10 +408,14 @@ def explore(
     memory_tiers: tuple[int, ...] = (*TIERS_MB, *LARGER_TIERS_MB),
     on_run: Callable[[Run], None] = lambda run: None,
     cpus: tuple[float, ...] | None = None,
+    max_p50_ms: float = tiers.MAX_WARM_P50_MS,
+    max_cold_s: float = tiers.MAX_COLD_START_S,
 ) -> tuple[list[Run], dict[float, Run]]:
     """The whole-core run, then memory tiers from the smallest up, each at its default vCPU
-    share and the `--cpu` overrides above it, until a tier holds. Each share's 2 GiB baseline
-    is measured once and judges every configuration with that share. (runs, baselines)"""
+    share and the `--cpu` overrides above it, until a tier has a configuration that fits and
+    meets the latency targets (a larger tier costs more for the same speed). Each share's
+    2 GiB baseline is measured once and judges every configuration with that share.
+    (runs, baselines)"""
 
     def measure(limit_mb: int, cpu: float, tier_mb: int | None = None) -> Run:
         run = run_function(
@@ -439,7 +443,8 @@ def explore(
             runs.append(measure(int(tier_mb * (1 - MARGIN)), cpu, tier_mb))
             if not runs[-1].answered or runs[-1].oom_kills:
                 break  # the memory does not hold; more CPU will not change that
-        if any(r.fits(baselines[r.cpu]) for r in runs if r.tier_mb == memory):
+        held = [r.option(baselines[r.cpu]) for r in runs if r.tier_mb == memory]
+        if any(o.meets(max_p50_ms, max_cold_s) for o in held):
             break
     return runs, baselines
 
@@ -451,6 +456,8 @@ def check(
     storage_url: str | None = None,
     memory_tiers: tuple[int, ...] = (*TIERS_MB, *LARGER_TIERS_MB),
     cpus: tuple[float, ...] | None = None,
+    max_p50_ms: float = tiers.MAX_WARM_P50_MS,
+    max_cold_s: float = tiers.MAX_COLD_START_S,
 ) -> dict[str, dict]:
     """`explore` each function; the report `describe` and `recommendation` read."""
     plan = request_plan(warm + 1)
@@ -463,6 +470,8 @@ def check(
             storage_url=storage_url,
             memory_tiers=memory_tiers,
             cpus=cpus,
+            max_p50_ms=max_p50_ms,
+            max_cold_s=max_cold_s,
         )
         report[function] = _summary(runs, baselines)
     return report
@@ -569,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
         args.warm,
         memory_tiers=tuple(int(t) for t in args.tiers.split(",")),
         cpus=tuple(float(c) for c in args.cpus.split(",")) if args.cpus else None,
+        max_p50_ms=args.max_p50_ms,
+        max_cold_s=args.max_cold_s,
     )
     print(describe(report, args.max_p50_ms, args.max_cold_s))
     if args.json:

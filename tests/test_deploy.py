@@ -82,6 +82,7 @@ def test_full_deploy(deploy):
             assert word in call["args"]
         assert flag(call, "--runtime") == "python312" and flag(call, "--entry-point") == short
         assert flag(call, "--memory") in ("128Mi", "256Mi", "512Mi")
+        assert flag(call, "--cpu") == "0.333" and flag(call, "--concurrency") == "1"
         assert flag(call, "--source").endswith(f"build/{short}")
         assert flag(call, "--service-account") == f"{name}@proj.iam.gserviceaccount.com"
     assert "DERMCAM_BUCKET" not in flag(deploys["dermcam-predict"], "--set-env-vars")
@@ -134,11 +135,14 @@ def test_full_deploy(deploy):
 
 
 def test_private_functions_get_oidc_warmups(deploy):
-    done, calls = deploy("--private", "--predict-memory", "128Mi", "--heatmap-days", "3")
+    done, calls = deploy(
+        "--private", "--predict-memory", "128Mi", "--predict-cpu", "1", "--heatmap-days", "3"
+    )
     assert done.returncode == 0, done.stderr
     for call in find(calls, "functions", "deploy"):
         assert "--no-allow-unauthenticated" in call["args"]
-    assert flag(find(calls, "functions", "deploy", "dermcam-predict")[0], "--memory") == "128Mi"
+    predict = find(calls, "functions", "deploy", "dermcam-predict")[0]
+    assert flag(predict, "--memory") == "128Mi" and flag(predict, "--cpu") == "1"
     for job in find(calls, "scheduler", "jobs", "create"):
         assert flag(job, "--oidc-service-account-email").startswith("dermcam-scheduler@")
     assert len(find(calls, "add-invoker-policy-binding")) == 2
@@ -165,6 +169,9 @@ def test_dry_run_runs_nothing(deploy):
             "cloudscheduler.googleapis.com",
         ),
         (("--gradcam-memory", "1Gi"), {}, "512Mi or below"),
+        (("--predict-cpu", "0.05"), {}, "use 0.08 to 1"),
+        (("--gradcam-cpu", "1.5"), {}, "use 0.08 to 1"),
+        (("--gradcam-cpu", "0.5", "--concurrency", "4"), {}, "needs --concurrency 1"),
         (("--model-dir", "/nonexistent"), {}, "no manifest.json"),
     ],
 )

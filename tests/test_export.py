@@ -273,13 +273,14 @@ def test_a_looser_tolerance_is_recorded_with_its_reason(tmp_path):
 def test_cli_exports_a_keras_file(tmp_path, capsys):
     source = tmp_path / "small.keras"
     _small().save(source)
-    code = main(
-        [str(source), "--labels", "x,y,z", "--out", str(tmp_path / "out"), "--version", "3"]
-    )
-    assert code == 0
+    out = ["--out", str(tmp_path / "out"), "--version", "3"]
+    fit = ["--fitcheck-tiers", "256", "--fitcheck-cpus", "1"]  # one configuration: quick
+    assert main([str(source), "--labels", "x,y,z", *out, *fit]) == 0
     printed = capsys.readouterr().out
     assert "target layer: late (chosen automatically)" in printed
+    # whether it fits is a matter of timing (p50 within 1.25× of 2 GiB): not asserted here
     assert "predict: fits " in printed and "gradcam: fits " in printed
+    assert printed.count("   256Mi  1  ") == 2  # the one configuration, for each function
     engine = LiteRTEngine(str(tmp_path / "out"))
     assert engine.manifest.version == "3" and engine.manifest.codes == ["x", "y", "z"]
     assert (tmp_path / "out" / "model.keras").is_file()

@@ -113,7 +113,8 @@ def test_cli_measures_configurations_and_recommends_one(demo_model_dir, tmp_path
     best, others = fitcheck.recommendation(report)
     options = [best, *others] if best else others
     assert {(o.memory_mb, o.cpu) for o in options} == {(256, 0.5), (256, 1.0)}
-    assert f"predict: fits {report['tier_mb']} MiB with a 20% margin" in printed
+    tier = f"{report['tier_mb']} MiB" if report["tier_mb"] else "none up to 1024 MiB"
+    assert f"predict: fits {tier} with a 20% margin" in printed  # fitting is timing: not fixed
     assert "startup CPU" in printed and "256Mi  0.5" in printed
     if best:
         assert f"recommended: --memory 256Mi --cpu {best.cpu:g}" in printed
