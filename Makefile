@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 REQUIREMENTS := requirements-dev.txt functions/predict/requirements.txt functions/gradcam/requirements.txt
 
-.PHONY: venv runtime test lint run demo demo-metadata bench zoo fitcheck browser deploy clean
+.PHONY: venv runtime test lint run demo demo-metadata bench soak zoo fitcheck browser deploy clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ $(RUNTIME_STAMP): functions/predict/requirements.txt functions/gradcam/requireme
 # Every model × function × engine × memory tier; writes bench/results.md (about 30 minutes).
 bench: venv runtime
 	$(PY) -m bench.run $(ARGS)
+
+# Each function at its deployed configuration answers 5,000 requests; memory slope, OOM kills.
+soak: venv runtime
+	$(PY) -m bench.soak $(ARGS)
 
 # Every keras.applications family through the exporter, nested and flat; docs/MODELS.md
 # (hours: each export in its own process; reruns skip what bench/out/zoo.json holds).

@@ -438,12 +438,12 @@ def explore(
         for tier_mb, cpu in tiers.configurations([memory]):
             if cpus is not None and cpu not in cpus:
                 continue
-            if cpu not in baselines:
-                baselines[cpu] = measure(BASELINE_MB, cpu)
             runs.append(measure(int(tier_mb * (1 - MARGIN)), cpu, tier_mb))
             if not runs[-1].answered or runs[-1].oom_kills:
                 break  # the memory does not hold; more CPU will not change that
-        held = [r.option(baselines[r.cpu]) for r in runs if r.tier_mb == memory]
+            if cpu not in baselines:  # measured only where a configuration held
+                baselines[cpu] = measure(BASELINE_MB, cpu)
+        held = [r.option(baselines.get(r.cpu)) for r in runs if r.tier_mb == memory]
         if any(o.meets(max_p50_ms, max_cold_s) for o in held):
             break
     return runs, baselines
@@ -478,8 +478,8 @@ def check(
 
 
 def _summary(runs: list[Run], baselines: dict[float, Run]) -> dict:
-    options = [r.option(baselines[r.cpu]) for r in runs]
-    fitting = [r for r in runs if r.fits(baselines[r.cpu])]
+    options = [r.option(baselines.get(r.cpu)) for r in runs]
+    fitting = [r for r in runs if r.fits(baselines.get(r.cpu))]
     return {
         "tier_mb": min((r.tier_mb for r in fitting), default=None),
         "whole_core": baselines[WHOLE_CORE].as_dict(),

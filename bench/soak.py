@@ -1,0 +1,180 @@
+"""make soak: each function at its deployed configuration answers thousands of requests; does
+its memory stay put?
+
+    python -m bench.soak [--requests 5000] [--model-dir DIR]
+                         [--predict 128:0.333] [--gradcam 256:0.333]
+
+Each function's real server runs in a memory group at its tier and a cpu group at its vCPU
+share (deploy.sh's defaults unless told), against fake-gcs-server. Requests mix small PNGs and
+12-megapixel JPEGs from a pool, so repeats happen: gradcam sees cache hits as well as misses,
+both methods and every class. Every 100 requests the server's processes' RSS and the group's
+usage are read; the slope past warm-up (the first 10 %) is reported per 1,000 requests. A
+growing worker (a leak) shows as a slope; a flat one at the noise of a few hundred KiB.
+Writes bench/soak.json and prints the figures docs/RELIABILITY.md quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import requests
+
+from devstack import stack as devstack
+from model_store import cpugroup, fitcheck, memgroup
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = {"predict": (128, 0.333), "gradcam": (256, 0.333)}  # deploy.sh's defaults
+METHODS = ("gradcam", "gradcam++")
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def slope_per_1000(points: list[tuple[int, float]], skip: float = 0.1) -> float | None:
+    """Least-squares slope (MiB per 1,000 requests) past the first `skip` of the run."""
+    if len(points) < 3:
+        return None
+    start = int(points[-1][0] * skip)
+    kept = [(n, v) for n, v in points if n >= start]
+    if len(kept) < 3:
+        return None
+    x, y = np.array([n for n, _ in kept], float), np.array([v for _, v in kept], float)
+    return round(float(np.polyfit(x, y, 1)[0] * 1000), 3)
+
+
+def soak(
+    function: str, model_dir: Path, memory_mb: int, cpu: float, count: int, storage_url: str
+) -> dict:
+    pool = fitcheck.request_plan(150)  # 100 small PNGs, 50 12-MP JPEGs, reused
+    memory, cpus = memgroup.MemoryGroup(memory_mb), cpugroup.CpuGroup(cpu)
+    bucket = f"soak-{uuid.uuid4().hex[:8]}"
+    devstack.create_bucket(storage_url, bucket)
+    env = fitcheck.server_env(model_dir, "litert", storage_url, bucket)
+    python, _ = fitcheck.server_python("litert")
+    log = open(Path(tempfile.mkdtemp(prefix="soak-")) / f"{function}.log", "ab")  # noqa: SIM115
+    memgroup.drop_page_cache()
+    proc, url = fitcheck.spawn(function, env, [memory.procs_file, *cpus.procs_files], log, python)
+    session = requests.Session()
+    rng = np.random.default_rng(3)
+    points, errors, statuses, cached = [], 0, {}, 0
+    started = time.perf_counter()
+    try:
+        devstack.wait_until_up(url, 120, proc)
+        session.get(url, params={"warmup": "1"}, timeout=120)
+        for i in range(1, count + 1):
+            upload = pool[int(rng.integers(len(pool)))]
+            params = None
+            if function == "gradcam":
+                params = {"method": METHODS[i % 2]}
+                if rng.random() < 0.7:
+                    params["class"] = str(int(rng.integers(7)))
+            try:
+                answer = session.post(
+                    url,
+                    data=upload.data,
+                    params=params,
+                    headers={"Content-Type": upload.content_type},
+                    timeout=60,
+                )
+                statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+                if answer.status_code != 200:
+                    errors += 1
+                elif function == "gradcam":
+                    cached += answer.json()["heatmap"]["cached"]
+            except requests.RequestException:
+                errors += 1
+            if i % 100 == 0:
+                usage = int((memory.path / "memory.usage_in_bytes").read_text()) / 2**20
+                points.append((i, _rss_mb(memory.pids()), usage))
+                if i % 1000 == 0:
+                    print(
+                        f"{function}: {i} requests, RSS {points[-1][1]:.1f} MiB, group "
+                        f"{usage:.1f} MiB, errors {errors}",
+                        flush=True,
+                    )
+    finally:
+        devstack.kill_group(proc)
+        log.close()
+        oom = memory.oom_kills()
+        peak = memory.peak_mb()
+        for group in (memory, cpus):
+            fitcheck.wait_empty(group)
+            group.remove()
+    return {
+        "function": function,
+        "memory_mb": memory_mb,
+        "cpu": cpu,
+        "requests": count,
+        "errors": errors,
+        "statuses": statuses,
+        "cache_hits": cached,
+        "oom_kills": oom,
+        "peak_mb": round(peak, 1),
+        "seconds": round(time.perf_counter() - started),
+        "rss_first_mb": round(points[0][1], 1) if points else None,
+        "rss_last_mb": round(points[-1][1], 1) if points else None,
+        "rss_slope_mb_per_1000": slope_per_1000([(n, r) for n, r, _ in points]),
+        "group_slope_mb_per_1000": slope_per_1000([(n, u) for n, _, u in points]),
+        "samples": points,
+    }
+
+
+def _config(text: str) -> tuple[int, float]:
+    memory, _, cpu = text.partition(":")
+    return int(memory), float(cpu)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--model-dir", default=str(ROOT / "model_store/models/demo/1"))
+    parser.add_argument("--predict", type=_config, default=DEFAULTS["predict"])
+    parser.add_argument("--gradcam", type=_config, default=DEFAULTS["gradcam"])
+    parser.add_argument("--out", default=str(ROOT / "bench" / "soak.json"))
+    args = parser.parse_args(argv)
+    if not (memgroup.available() and cpugroup.available()):
+        print("needs the cgroup v1 memory and cpu controllers (root)", file=sys.stderr)
+        return 2
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, devstack.storage_emulator(Path(tmp)) as storage:
+        for function in ("predict", "gradcam"):
+            memory_mb, cpu = getattr(args, function)
+            row = soak(function, Path(args.model_dir), memory_mb, cpu, args.requests, storage)
+            results.append(row)
+            print(
+                f"{function} at {memory_mb} MiB / {cpu:g} vCPU: {row['requests']} requests, "
+                f"{row['errors']} errors, {row['oom_kills']} OOM kills, peak {row['peak_mb']} "
+                f"MiB, RSS {row['rss_first_mb']} → {row['rss_last_mb']} MiB, slope "
+                f"{row['rss_slope_mb_per_1000']} MiB / 1000 requests (group, page cache "
+                f"included: {row['group_slope_mb_per_1000']}), {row['cache_hits']} cache hits, "
+                f"{row['seconds']} s",
+                flush=True,
+            )
+    Path(args.out).write_text(
+        json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": results}, indent=2) + "\n"
+    )
+    return 0 if all(r["errors"] == 0 and r["oom_kills"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
