@@ -12,7 +12,7 @@
   const api = window.DermcamApi;
   const $ = (id) => document.getElementById(id);
   const COLD_HINT_MS = 4000; // waiting longer than this means an instance is starting
-  const METHOD_NAMES = { "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++" };
+  const methodNames = { "gradcam": "Grad-CAM" }; // filled from the model's description
 
   const ui = {
     dropzone: $("dropzone"), fileInput: $("file-input"), cameraInput: $("camera-input"),
@@ -159,7 +159,8 @@
   }
 
   function buildMethods(methods) {
-    const radios = methods.map((method) => {
+    for (const { code, name } of methods) methodNames[code] = name;
+    const radios = methods.map(({ code: method, name }) => {
       const label = document.createElement("label");
       const radio = document.createElement("input");
       radio.type = "radio";
@@ -170,7 +171,7 @@
         state.method = method;
         if (state.selected) analyse(state.selected);
       });
-      label.append(radio, ` ${METHOD_NAMES[method] || method}`);
+      label.append(radio, ` ${name}`);
       return label;
     });
     const legend = ui.methods.querySelector("legend");
@@ -305,7 +306,7 @@
     ui.overlay.alt = `Heatmap for ${body.target.name}`;
     ui.camControls.hidden = false;
     ui.download.hidden = false;
-    const method = METHOD_NAMES[body.method] || body.method;
+    const method = methodNames[body.method] || body.method;
     ui.caption.textContent = `${method} for ${body.target.name} (${percent(body.target.probability)}): ` +
       "warm colours mark the regions that raised this class's score.";
     setStatus(`Most likely: ${body.top.name} (${percent(body.top.probability)}). ` +

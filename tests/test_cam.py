@@ -69,3 +69,66 @@ def test_methods_share_one_shape():
     g = np.random.default_rng(1).normal(size=(4, 4, 8))
     for method in cam.METHODS:
         assert cam.class_map(a, g, method).shape == (4, 4)
+
+
+def _loops(a, g):
+    """The published formulas written out position by position, channel by channel."""
+    h, w, k = a.shape
+    out = {name: np.zeros((h, w)) for name in ("xgradcam", "hirescam", "elementwise", "layer")}
+    for c in range(k):
+        weight = sum(g[i, j, c] * a[i, j, c] for i in range(h) for j in range(w))
+        weight /= sum(a[i, j, c] for i in range(h) for j in range(w)) + cam.EPS
+        for i in range(h):
+            for j in range(w):
+                out["xgradcam"][i, j] += weight * a[i, j, c]
+                out["hirescam"][i, j] += g[i, j, c] * a[i, j, c]
+                out["elementwise"][i, j] += max(g[i, j, c] * a[i, j, c], 0.0)
+                out["layer"][i, j] += max(g[i, j, c], 0.0) * a[i, j, c]
+    return out
+
+
+def test_new_methods_match_their_published_formulas():
+    rng = np.random.default_rng(4)
+    a = rng.random((5, 6, 7))
+    g = rng.normal(size=(5, 6, 7))
+    expected = _loops(a, g)
+    for method, key in (
+        ("xgradcam", "xgradcam"),
+        ("hirescam", "hirescam"),
+        ("gradcam-elementwise", "elementwise"),
+        ("layercam", "layer"),
+    ):
+        np.testing.assert_allclose(cam.linear_map(a, g, method), expected[key], rtol=1e-5)
+
+
+def test_eigen_methods_are_the_centred_first_principal_component():
+    rng = np.random.default_rng(5)
+    pattern = np.outer(np.hanning(6), np.hanning(6))  # one spatial pattern in every channel
+    a = pattern[..., None] * rng.random(8) + 0.01 * rng.random((6, 6, 8))
+    flat = a.reshape(36, 8) - a.reshape(36, 8).mean(axis=0)
+    expected = (flat @ np.linalg.svd(flat)[2][0]).reshape(6, 6)  # sign as numpy gives it
+    got = cam.linear_map(a, np.ones_like(a), "eigencam")
+    assert abs(np.corrcoef(got.ravel(), expected.ravel())[0, 1]) > 0.99999
+    # signed so the map agrees with the activations: the pattern's peak stays the peak
+    assert np.unravel_index(np.argmax(got), got.shape) == np.unravel_index(
+        np.argmax(pattern), pattern.shape
+    )
+    g = rng.normal(size=a.shape)
+    both = cam.linear_map(a, g, "eigengradcam")
+    np.testing.assert_allclose(both, cam.first_component((a * g).astype(np.float64)), rtol=1e-5)
+
+
+def test_hirescam_is_gradcam_for_a_gap_dense_head(demo, lesion_rgb):
+    """With d score / dA = W[:, c] / (h·w) everywhere, G ⊙ A summed over channels is CAM."""
+    tensor = imaging.to_tensor(lesion_rgb, demo.manifest.height, demo.manifest.width)
+    ex = demo.explain(tensor, 4)
+    for method in ("hirescam", "xgradcam"):
+        ours = cam.class_map(ex.activations, ex.gradients, method)
+        np.testing.assert_allclose(ours, cam.class_map(ex.activations, ex.gradients), atol=1e-4)
+
+
+def test_eigencam_is_the_same_for_every_class(demo, lesion_rgb):
+    tensor = imaging.to_tensor(lesion_rgb, demo.manifest.height, demo.manifest.width)
+    explained = [demo.explain(tensor, c) for c in (0, 4)]
+    maps = [cam.class_map(e.activations, e.gradients, "eigencam") for e in explained]
+    np.testing.assert_allclose(maps[0], maps[1], atol=1e-6)

@@ -415,3 +415,14 @@ def test_damaged_artifact_is_503_then_recovers(
         assert error["code"] == "model_unavailable" and "checksum" in error["message"]
     artifact.write_bytes(good)  # the fault is gone: the next request loads the model
     assert post_multipart(url, lesion_png).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["xgradcam", "hirescam", "gradcam-elementwise", "layercam", "eigencam", "eigengradcam"],
+)
+def test_every_cam_method_is_served_and_stored_apart(stack, lesion_png, method):
+    body = post_multipart(stack.gradcam_url, lesion_png, method=method, **{"class": "mel"}).json()
+    assert body["method"] == method and body["heatmap"]["stored"] is True
+    assert f"/{method}/4/" in body["heatmap"]["object"]
+    assert max(max(row) for row in body["heatmap"]["grid"]) == 1.0

@@ -126,7 +126,7 @@ def test_model_description_on_both_functions(functions):
             label["code"] for label in manifest["labels"]
         ]
         assert body["input"] == {"height": 96, "width": 96}
-        assert "gradcam" in body["methods"]
+        assert {"code": "gradcam++", "name": "Grad-CAM++"} in body["methods"]
     warm = requests.get(functions[1], params={"warmup": "1"}).json()
     assert warm["status"] == "warm"
 

@@ -100,7 +100,7 @@ class ModelCache:
             "labels": [
                 {"index": i, "code": x.code, "name": x.name} for i, x in enumerate(manifest.labels)
             ],
-            "methods": list(cam.METHODS),
+            "methods": [{"code": m, "name": cam.NAMES[m]} for m in cam.METHODS],
             "options": list(FUNCTION_OPTIONS),
             "metadata": manifest.metadata.as_json() if manifest.metadata else None,
         }

@@ -1,7 +1,11 @@
-"""Class activation maps in NumPy from (activations, gradients) of the target layer.
+"""Class activation maps in NumPy from (activations A, gradients G = dS/dA) of the target layer,
+both [h, w, k].
 
-One shape for every method: a method only supplies per-channel weights from A and dS/dA
-[h, w, k]; `class_map` applies them, the ReLU and the normalisation in one place.
+One shape for every method, as pytorch-grad-cam's BaseCAM has it: a method supplies only its
+map before the ReLU, [h, w]; `class_map` applies the ReLU and the normalisation in one place.
+Most methods are a weight per channel applied to A (`weighted`); the element-wise ones
+(HiResCAM, LayerCAM, Grad-CAM element-wise) and the principal-component ones (EigenCAM,
+EigenGradCAM) build the map themselves. Formulas follow pytorch-grad-cam 1.5, named there.
 """
 
 from __future__ import annotations
@@ -13,8 +17,19 @@ from PIL import Image
 
 from dermcam.errors import UnknownMethod
 
-WeightFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+WeightFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (A, G) → [k]
+MapFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (A, G) → [h, w], before the ReLU
 EPS = 1e-7
+
+
+def weighted(weigh: WeightFn) -> MapFn:
+    """A map from per-channel weights: sum_k w_k A_k."""
+
+    def linear(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+        return activations @ weigh(activations, gradients)
+
+    linear.__doc__ = weigh.__doc__
+    return linear
 
 
 def gradcam_weights(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
@@ -35,22 +50,83 @@ def gradcam_plus_plus_weights(activations: np.ndarray, gradients: np.ndarray) ->
     return (np.maximum(gradients, 0.0) * alpha).sum(axis=(0, 1))
 
 
-METHODS: dict[str, WeightFn] = {
-    "gradcam": gradcam_weights,
-    "gradcam++": gradcam_plus_plus_weights,
+def xgradcam_weights(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """XGrad-CAM (Fu et al. 2020): w_k = sum_ij(G A) / (sum_ij A + eps)."""
+    return (gradients * activations).sum(axis=(0, 1)) / (activations.sum(axis=(0, 1)) + EPS)
+
+
+def hirescam_map(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """HiResCAM (Draelos & Carin 2020): sum_k G_k ⊙ A_k, the gradient kept per position, so
+    the map shows exactly where the score's gradient met the activations."""
+    return (gradients * activations).sum(axis=-1)
+
+
+def gradcam_elementwise_map(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """Grad-CAM element-wise (pytorch-grad-cam's GradCAMElementWise): sum_k relu(G_k ⊙ A_k)."""
+    return np.maximum(gradients * activations, 0.0).sum(axis=-1)
+
+
+def layercam_map(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """LayerCAM (Jiang et al. 2021): sum_k relu(G_k) ⊙ A_k."""
+    return (np.maximum(gradients, 0.0) * activations).sum(axis=-1)
+
+
+def first_component(values: np.ndarray) -> np.ndarray:
+    """Projection of [h, w, k], centred per channel as pytorch-grad-cam centres it, on its
+    first principal direction, signed so that it agrees with the mean over channels (an SVD's
+    sign is arbitrary; pytorch-grad-cam leaves it, which can turn a map upside down)."""
+    h, w, k = values.shape
+    flat = values.reshape(h * w, k)
+    flat = flat - flat.mean(axis=0)
+    _, _, vt = np.linalg.svd(flat, full_matrices=False)
+    projection = (flat @ vt[0]).reshape(h, w)
+    mean = values.mean(axis=-1)
+    if np.sum((projection - projection.mean()) * (mean - mean.mean())) < 0:
+        projection = -projection
+    return projection
+
+
+def eigencam_map(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """EigenCAM (Muhammad & Yeasin 2020): the first principal component of A. It uses no
+    gradient, so it is the same map for every class (the sanity check flags it)."""
+    return first_component(activations)
+
+
+def eigengradcam_map(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """EigenGradCAM (pytorch-grad-cam): the first principal component of G ⊙ A."""
+    return first_component(gradients * activations)
+
+
+METHODS: dict[str, MapFn] = {
+    "gradcam": weighted(gradcam_weights),
+    "gradcam++": weighted(gradcam_plus_plus_weights),
+    "xgradcam": weighted(xgradcam_weights),
+    "hirescam": hirescam_map,
+    "gradcam-elementwise": gradcam_elementwise_map,
+    "layercam": layercam_map,
+    "eigencam": eigencam_map,
+    "eigengradcam": eigengradcam_map,
+}
+NAMES = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "xgradcam": "XGrad-CAM",
+    "hirescam": "HiResCAM",
+    "gradcam-elementwise": "Grad-CAM element-wise",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+    "eigengradcam": "EigenGradCAM",
 }
 
 
 def linear_map(activations: np.ndarray, gradients: np.ndarray, method: str) -> np.ndarray:
-    """sum_k w_k A_k before the ReLU, [h, w] float32."""
+    """The method's map before the ReLU, [h, w] float32 (computed in float64)."""
     try:
-        weigh = METHODS[method]
+        build = METHODS[method]
     except KeyError as exc:
         known = ", ".join(METHODS)
         raise UnknownMethod(f"Unknown method {method!r}; use one of: {known}.") from exc
-    a = activations.astype(np.float64)
-    weights = weigh(a, gradients.astype(np.float64))
-    return (a @ weights).astype(np.float32)
+    return build(activations.astype(np.float64), gradients.astype(np.float64)).astype(np.float32)
 
 
 def normalise(cam: np.ndarray) -> np.ndarray:
@@ -64,7 +140,7 @@ def normalise(cam: np.ndarray) -> np.ndarray:
 def class_map(
     activations: np.ndarray, gradients: np.ndarray, method: str = "gradcam"
 ) -> np.ndarray:
-    """The map at the target layer's resolution: relu(sum_k w_k A_k), scaled to 0–1."""
+    """The map at the target layer's resolution: relu(the method's map), scaled to 0–1."""
     return normalise(np.maximum(linear_map(activations, gradients, method), 0.0))
 
 

@@ -24,7 +24,6 @@ from dermcam import telemetry
 from dermcam.config import Settings
 
 PREFIX = "heatmaps"
-_METHOD_SLUGS = {"gradcam": "gradcam", "gradcam++": "gradcampp"}
 
 
 class StorageUnavailable(RuntimeError):
@@ -47,7 +46,9 @@ def heatmap_key(model: str, version: str, method: str, class_index: int, input_k
     image's sha256, with `-m<digest>` of the encoded metadata for models that take any."""
     if not _INPUT_KEY.match(input_key):
         raise ValueError("input key must be a sha256, optionally with a metadata digest")
-    slug = _METHOD_SLUGS[method]
+    if not re.fullmatch(r"[a-z+-]+", method):
+        raise ValueError("method must be a CAM method's name")
+    slug = method.replace("+", "p")  # gradcam++ → gradcampp
     return f"{PREFIX}/{model}/{version}/{slug}/{int(class_index)}/{input_key}.png"
 
 
