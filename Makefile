@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 REQUIREMENTS := requirements-dev.txt functions/predict/requirements.txt functions/gradcam/requirements.txt
 
-.PHONY: venv runtime test lint run demo demo-metadata bench soak zoo fitcheck browser deploy clean
+.PHONY: venv runtime test lint run demo demo-metadata bench soak zoo deploy-local fitcheck browser deploy clean
 
 venv: $(STAMP)
 
@@ -49,17 +49,24 @@ fitcheck: venv runtime
 lint: venv
 	$(VENV)/bin/ruff check .
 
-# The browser tests drive Debian's Chromium (Playwright cannot download its own here).
+# The browser tests drive Debian's Chromium (Playwright cannot download its own here); the
+# deploy tests lint deploy.sh with Debian's shellcheck.
 browser:
-	@command -v chromium >/dev/null || { \
-	  echo "installing Chromium for the browser tests"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null && command -v shellcheck >/dev/null || { \
+	  echo "installing Chromium and shellcheck for the tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium shellcheck >/dev/null; }
 
 test: venv lint browser
 	$(PY) -m pytest
 
 run: venv
 	$(PY) -m devstack.stack
+
+# deploy.sh, unchanged, with the real gcloud against a local cloud (devstack/localcloud.py):
+# functions built from their own requirements, the page, warmup jobs firing. A rerun updates.
+deploy-local: venv browser
+	$(PY) -m devstack.rehearsal $(ARGS)
 
 # make deploy ARGS="--project my-project [--dry-run] ..."; see ./deploy.sh --help
 deploy:

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from dermcam.engine import LiteRTEngine
-from model_store.evaluate import evaluate
+from model_store.evaluate import evaluate, record_on_generated
 from model_store.export import export
 from model_store.synthetic import CLASSES, dataset
 
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest["evaluation"] = report
     manifest_path = Path(args.out) / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    record_on_generated(args.out)  # every CAM method, baselines, sanity: `evaluation.evaluate`
     print(
         f"held-out accuracy {report['accuracy']:.3f}, pointing game "
         f"{report['pointing_game']:.3f} on {report['images']} images; "

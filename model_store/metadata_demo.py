@@ -28,7 +28,7 @@ import tensorflow as tf
 from dermcam.engine import LiteRTEngine
 from dermcam.metadata import Schema, parse_schema
 from model_store import demo
-from model_store.evaluate import evaluate
+from model_store.evaluate import evaluate, record_on_generated
 from model_store.synthetic import CLASSES, dataset
 
 SIZE = 96
@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     report["build_seconds"] = round(time.monotonic() - started)
     manifest["evaluation"] = report
     (Path(args.out) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    record_on_generated(args.out)  # every CAM method, baselines, sanity: `evaluation.evaluate`
     print(
         f"held-out accuracy {report['accuracy']:.3f} with the metadata, "
         f"{report['accuracy_without_metadata']:.3f} with every field missing; pointing game "

@@ -75,9 +75,7 @@ def teachable_machine(out_dir: str | Path, labels: tuple[str, ...] = TEACHABLE_L
     path = out_dir / "keras_model.h5"
     model.save(path, save_format="h5")
     _as_keras_24(path)
-    (out_dir / "labels.txt").write_text(
-        "".join(f"{i} {name}\n" for i, name in enumerate(labels))
-    )
+    (out_dir / "labels.txt").write_text("".join(f"{i} {name}\n" for i, name in enumerate(labels)))
     return path
 
 

@@ -9,6 +9,7 @@ Deterministic: image i of seed s is the same whatever else is generated.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -163,3 +164,19 @@ def dataset(
     for i in range(count):
         images[i], masks[i] = lesion_image(seed, i, size, int(labels[i]) % len(CLASSES))
     return images, labels, masks
+
+
+def write_folder(folder: str | Path, seed: int, count: int, size: int = 256) -> Path:
+    """An ISIC-style folder of generated lesions: `<id>.png`, `<id>_segmentation.png` and
+    `labels.csv` (image_id,dx), for `model_store.evaluate` and its tests."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    images, labels, masks = dataset(seed, count, size)
+    rows = ["image_id,dx"]
+    for i, (image, label, mask) in enumerate(zip(images, labels, masks, strict=True)):
+        name = f"SYN_{seed:04d}_{i:05d}"
+        Image.fromarray(image).save(folder / f"{name}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{name}_segmentation.png")
+        rows.append(f"{name},{CLASSES[int(label)][0]}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder

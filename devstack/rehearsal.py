@@ -1,0 +1,238 @@
+"""make deploy-local: deploy.sh, unchanged, with the real gcloud, against a local cloud.
+
+    python -m devstack.rehearsal [--state .run/rehearsal] [--clock 60] [--runs 1] [--fresh]
+
+Starts fake-gcs-server and devstack.localcloud, logs gcloud in with a throwaway service
+account (its own configuration folder: your gcloud setup is untouched), runs ./deploy.sh with
+only the environment pointing gcloud at the local cloud, then checks what a user would: both
+functions answer a real image through the URLs deploy.sh printed, the published page (from the
+page bucket, as deployed) shows a heatmap, and the warmup jobs fire on their cron (the local
+scheduler's clock runs `--clock` times faster, so */5 fires within seconds). `--runs 2` deploys
+a second time: everything is updated in place. The local cloud's record (every call, every
+resource) is left in STATE/cloud.json; a summary is printed and written to STATE/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from PIL import Image
+
+from devstack import cloudapis, cloudfunctions, localcloud
+from devstack import stack as devstack
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = "dermcam-rehearsal"
+REGION = "europe-west1"
+
+
+def login(cloud: localcloud.Cloud, env: dict[str, str], folder: Path) -> str:
+    """A throwaway service-account key whose token endpoint is the local cloud."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    account = f"deployer@{PROJECT}.iam.gserviceaccount.com"
+    key_file = folder / "deployer-key.json"
+    key_file.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": PROJECT,
+                "private_key_id": "local",
+                "private_key": pem,
+                "client_email": account,
+                "client_id": "1",
+                "token_uri": f"{cloud.url}/oauth2/token",
+            }
+        )
+    )
+    login_env = {k: v for k, v in env.items() if k != "CLOUDSDK_AUTH_DISABLE_CREDENTIALS"}
+    subprocess.run(
+        ["gcloud", "auth", "activate-service-account", "--key-file", str(key_file)],
+        env=login_env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return account
+
+
+def deploy(env: dict[str, str], origin: str, log: Path) -> dict[str, str]:
+    """./deploy.sh as a user runs it; the URLs it printed."""
+    command = ["./deploy.sh", "--project", PROJECT, "--region", REGION, "--origin", origin]
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"deploy.sh failed ({done.returncode}); see {log}:\n"
+            + "\n".join(done.stderr.strip().splitlines()[-8:])
+        )
+    printed = dict(re.findall(r"^(predict|gradcam|page): (\S+)$", done.stdout, re.M))
+    printed["seconds"] = f"{time.monotonic() - started:.0f}"
+    return printed
+
+
+def photo() -> bytes:
+    from model_store.synthetic import lesion_image
+
+    pixels, _ = lesion_image(seed=12, index=0, size=400, label=4)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def call_functions(urls: dict[str, str]) -> dict:
+    image = photo()
+    files = {"image": ("lesion.jpg", image, "image/jpeg")}
+    predicted = requests.post(urls["predict"], files=files, timeout=120)
+    predicted.raise_for_status()
+    requests.get(urls["gradcam"], params={"warmup": "1"}, timeout=120).raise_for_status()
+    explained = requests.post(urls["gradcam"], files=files, timeout=120)
+    explained.raise_for_status()
+    heatmap = explained.json()["heatmap"]
+    png = requests.get(heatmap["url"], timeout=30)
+    png.raise_for_status()
+    return {
+        "predict_top": predicted.json()["top"]["code"],
+        "gradcam_target": explained.json()["target"]["code"],
+        "heatmap_object": heatmap["object"],
+        "heatmap_stored": heatmap["stored"],
+        "heatmap_png_bytes": len(png.content),
+    }
+
+
+def open_page(page_url: str, folder: Path) -> dict:
+    """The published page, in Chromium: a photo in, the heatmap shown."""
+    from playwright.sync_api import sync_playwright
+
+    from bench.phone import CHROMIUM_FLAGS
+
+    picture = folder / "lesion.jpg"
+    picture.write_bytes(photo())
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium") or "chromium", args=CHROMIUM_FLAGS
+        )
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_url)
+        page.set_input_files("#file-input", str(picture))
+        page.wait_for_function(
+            "() => { const o = document.getElementById('overlay');"
+            " return !o.hidden && o.complete && o.naturalWidth > 0; }",
+            timeout=120_000,
+        )
+        shot = folder / "page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        rows = page.locator("#predictions li").count()
+        browser.close()
+    return {"page": page_url, "classes_shown": rows, "screenshot": str(shot), "errors": errors}
+
+
+def wait_for_warmups(cloud: localcloud.Cloud, since: float, timeout_s: float) -> dict:
+    """Until every job has fired once after `since` with a 200."""
+    deadline = time.monotonic() + timeout_s
+    jobs = list(cloud.kind("jobs"))
+    while time.monotonic() < deadline:
+        fired = {}
+        for job in jobs:
+            runs = cloud.kind("job-runs").get(job, {}).get("runs", [])
+            ok = [r for r in runs if r["status"] == 200 and r.get("fired_at", since) >= since]
+            if ok:
+                fired[job] = ok[-1]
+        if len(fired) == len(jobs) and jobs:
+            return fired
+        time.sleep(0.5)
+    raise RuntimeError(f"warmup jobs did not fire within {timeout_s:.0f} s: {jobs}")
+
+
+def rehearse(state: Path, clock: float, runs: int, fresh: bool) -> dict:
+    if fresh:
+        shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True, exist_ok=True)
+    storage_port = devstack.free_port()
+    storage_log = open(state / "storage.log", "ab")  # noqa: SIM115
+    storage = devstack.start_storage(storage_port, storage_log, state / "storage")
+    storage_url = f"http://127.0.0.1:{storage_port}"
+    devstack.wait_until_up(f"{storage_url}/storage/v1/b", 20, storage)
+    cloud = localcloud.Cloud(state / "cloud", storage_url, clock)
+    cloudapis.install(cloud)
+    cloudfunctions.install(cloud)
+    server = localcloud.serve(cloud)
+    summary: dict = {"project": PROJECT, "storage": storage_url, "runs": []}
+    try:
+        config = state / "gcloud"
+        env = {
+            **os.environ,
+            **localcloud.environment(cloud.url, config),
+            "DERMCAM_BUILD_DIR": str(state / "build"),
+        }
+        summary["account"] = login(cloud, env, state)
+        for run in range(1, runs + 1):
+            started = time.time()
+            urls = deploy(env, storage_url, state / f"deploy-{run}.log")
+            result = {
+                "run": run,
+                "deploy_seconds": urls.pop("seconds"),
+                "urls": urls,
+                "functions": call_functions(urls),
+            }
+            page = f"{storage_url}/{PROJECT}-dermcam-page/index.html"
+            result["page"] = open_page(page, state)
+            result["warmups"] = wait_for_warmups(cloud, started, 60 * 5 / clock + 30)
+            summary["runs"].append(result)
+            print(json.dumps(result, indent=2), flush=True)
+        summary["revisions"] = sorted(cloud.kind("revisions"))
+        (state / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+    finally:
+        server.shutdown()
+        cloudfunctions.stop_all(cloud)
+        devstack.kill_group(storage)
+        storage_log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.rehearsal",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--state", default=str(ROOT / ".run" / "rehearsal"))
+    parser.add_argument("--clock", type=float, default=60.0)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--fresh", action="store_true", help="forget an earlier rehearsal")
+    args = parser.parse_args(argv)
+    if shutil.which("gcloud") is None:
+        print("the Google Cloud CLI is not installed (Debian: google-cloud-cli)", file=sys.stderr)
+        return 2
+    summary = rehearse(Path(args.state), args.clock, args.runs, args.fresh)
+    last = summary["runs"][-1]
+    print(
+        f"\nrehearsed {len(summary['runs'])} deployment(s) of {PROJECT} with the real gcloud: "
+        f"predict {last['urls']['predict']}, gradcam {last['urls']['gradcam']}, "
+        f"page {last['page']['page']}; revisions {summary['revisions']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""deploy.sh, unchanged, with the real gcloud CLI against the local cloud: twice (the second
+run updates in place), then what the cloud holds is checked as an auditor would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from devstack import cloudapis, cloudfunctions, localcloud
+from devstack import stack as devstack
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("gcloud") is None, reason="the Google Cloud CLI is not on this machine"
+)
+PROJECT = "dermcam-rehearsal"
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory):
+    from devstack import rehearsal
+
+    state = tmp_path_factory.mktemp("rehearsal")
+    summary = rehearsal.rehearse(state, clock=60, runs=2, fresh=True)
+    cloud = json.loads((state / "cloud" / "cloud.json").read_text())
+    return summary, cloud["resources"], cloud["calls"]
+
+
+def test_both_runs_deploy_answer_and_publish(rehearsal):
+    summary, resources, _ = rehearsal
+    assert len(summary["runs"]) == 2
+    for run in summary["runs"]:
+        assert run["functions"]["predict_top"] == "mel" and run["functions"]["heatmap_stored"]
+        assert run["page"]["classes_shown"] == 7 and run["page"]["errors"] == []
+        assert len(run["warmups"]) == 2  # each job fired on its cron, with a 200
+    first, second = summary["runs"]
+    assert first["urls"] == second["urls"]  # updated in place: the URLs stay
+    functions = resources["functions"]
+    assert len(functions) == 2 and all(f["state"] == "ACTIVE" for f in functions.values())
+    revisions = resources["revisions"]
+    assert len(revisions) == 4  # two builds per function, each in a fresh virtualenv
+    assert len({r["venv"] for r in revisions.values()}) == 4
+
+
+def test_functions_run_with_the_deployed_configuration(rehearsal):
+    _, resources, _ = rehearsal
+    base = f"projects/{PROJECT}/locations/europe-west1/functions"
+    predict = resources["functions"][f"{base}/dermcam-predict"]["serviceConfig"]
+    gradcam = resources["functions"][f"{base}/dermcam-gradcam"]["serviceConfig"]
+    assert (predict["availableMemory"], predict["availableCpu"]) == ("128Mi", "0.333")
+    assert (gradcam["availableMemory"], gradcam["availableCpu"]) == ("256Mi", "0.333")
+    assert predict["maxInstanceRequestConcurrency"] == 1
+    assert "DERMCAM_BUCKET" not in predict["environmentVariables"]
+    assert gradcam["environmentVariables"]["DERMCAM_BUCKET"] == f"{PROJECT}-dermcam-heatmaps"
+    assert predict["serviceAccountEmail"].startswith("dermcam-predict@")
+
+
+def test_the_heatmap_bucket_is_private_with_its_lifecycle(rehearsal):
+    _, resources, _ = rehearsal
+    bucket = resources["buckets"][f"{PROJECT}-dermcam-heatmaps"]
+    assert bucket["iamConfiguration"]["publicAccessPrevention"] == "enforced"
+    assert bucket["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"] is True
+    rule = bucket["lifecycle"]["rule"][0]
+    assert rule["action"]["type"] == "Delete" and rule["condition"]["age"] == 7
+    policy = resources["bucket-policies"][f"{PROJECT}-dermcam-heatmaps"]
+    members = {m for b in policy["bindings"] for m in b["members"]}
+    assert "allUsers" not in members and "allAuthenticatedUsers" not in members
+    roles = {b["role"]: b["members"] for b in policy["bindings"]}
+    gradcam = f"serviceAccount:dermcam-gradcam@{PROJECT}.iam.gserviceaccount.com"
+    assert gradcam in roles["roles/storage.objectCreator"]
+    assert not any("dermcam-predict" in m for m in members)  # predict has no storage role
+    token = resources["service-account-policies"][
+        f"projects/{PROJECT}/serviceAccounts/dermcam-gradcam@{PROJECT}.iam.gserviceaccount.com"
+    ]
+    assert token["bindings"][0]["role"] == "roles/iam.serviceAccountTokenCreator"
+    page = resources["bucket-policies"][f"{PROJECT}-dermcam-page"]
+    assert page["bindings"] == [{"members": ["allUsers"], "role": "roles/storage.objectViewer"}]
+
+
+def test_invokers_and_schedules(rehearsal):
+    _, resources, calls = rehearsal
+    for policy in resources["run-policies"].values():
+        assert {"members": ["allUsers"], "role": "roles/run.invoker"} in policy["bindings"]
+    jobs = resources["jobs"]
+    assert len(jobs) == 2
+    for job in jobs.values():
+        assert job["schedule"] == "*/5 * * * *" and job["httpTarget"]["uri"].endswith("?warmup=1")
+    assert any(c["method"] == "PATCH" and c["api"] == "cloudscheduler" for c in calls)  # rerun
+    assert any(c["method"] == "PATCH" and c["api"] == "cloudfunctions" for c in calls)
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    port = devstack.free_port()
+    log = open(tmp_path / "storage.log", "ab")
+    storage = devstack.start_storage(port, log)
+    url = f"http://127.0.0.1:{port}"
+    devstack.wait_until_up(f"{url}/storage/v1/b", 20, storage)
+    local = localcloud.Cloud(tmp_path / "cloud", url)
+    cloudapis.install(local, disabled=("cloudscheduler.googleapis.com",))
+    cloudfunctions.install(local)
+    server = localcloud.serve(local)
+    env = {**os.environ, **localcloud.environment(local.url, tmp_path / "gcloud")}
+    yield local, env, tmp_path
+    server.shutdown()
+    cloudfunctions.stop_all(local)
+    devstack.kill_group(storage)
+    log.close()
+
+
+def test_a_function_that_would_install_tensorflow_fails_its_build(cloud):
+    local, env, tmp = cloud
+    source = tmp / "fn"
+    source.mkdir()
+    (source / "main.py").write_text("def f(request):\n    return 'ok'\n")
+    (source / "requirements.txt").write_text(
+        "functions-framework==3.10.2\ntensorflow-cpu==2.21.0\n"
+    )
+    done = subprocess.run(
+        [
+            "gcloud",
+            "functions",
+            "deploy",
+            "f",
+            "--gen2",
+            "--project",
+            "p",
+            "--region",
+            "r",
+            "--runtime",
+            "python312",
+            "--source",
+            str(source),
+            "--entry-point",
+            "f",
+            "--trigger-http",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0 and "would install tensorflow-cpu" in done.stderr
+    function = local.kind("functions")["projects/p/locations/r/functions/f"]
+    assert function["state"] == "FAILED"
+    with zipfile.ZipFile(next((local.state_dir / "uploads").iterdir())) as archive:
+        assert "requirements.txt" in archive.namelist()  # what gcloud really uploaded
+
+
+def test_deploy_sh_stops_on_a_disabled_api_and_without_a_login(cloud):
+    from devstack import rehearsal
+
+    local, env, tmp = cloud
+    root = Path(__file__).resolve().parents[1]
+    command = ["./deploy.sh", "--project", "p"]
+    logged_out = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    assert logged_out.returncode != 0 and "not logged in" in logged_out.stderr
+    rehearsal.login(local, env, tmp)
+    disabled = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    assert disabled.returncode != 0
+    assert "required APIs are disabled: cloudscheduler.googleapis.com" in disabled.stderr
+    assert not local.kind("functions")  # nothing deployed
