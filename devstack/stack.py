@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from devstack import warmups
+
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ("predict", "gradcam")
 HOST = "127.0.0.1"
@@ -319,6 +321,14 @@ Try:  curl -F image=@photo.jpg {stack.predict_url}
 Ctrl-C stops everything.""",
         flush=True,
     )
+    schedule = os.environ.get("DERMCAM_WARMUP_SCHEDULE", warmups.DEFAULT_SCHEDULE)
+    urls = {name: getattr(stack, f"{name}_url") for name in FUNCTIONS}
+    if warmups.start(urls, schedule, lambda line: print(line, flush=True)):
+        print(
+            f"warmup pings: {schedule} (UTC), as Cloud Scheduler sends them; "
+            "DERMCAM_WARMUP_SCHEDULE=off turns them off",
+            flush=True,
+        )
     stopping = False
 
     def _stop(*_: object) -> None:
