@@ -57,8 +57,9 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    chromium shellcheck >/dev/null; }
 
+# Both cores, a test file per worker at a time (files share their servers through fixtures).
 test: venv lint browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 run: venv
 	$(PY) -m devstack.stack

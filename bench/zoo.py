@@ -8,8 +8,9 @@ calibrated on generated lesions, saved as `.keras` and exported with the parity 
 process of its own (a model that exhausts memory or the time limit is a measured failure,
 not a crash of the run). Two forms: `nested` (a transfer-learning model: the backbone one
 nested layer, pooling, dropout, a softmax Dense head) and `flat` (the family's own top,
-include_top=True). A few more heads (binary sigmoid, logits, multi-label) on MobileNetV2.
-Then the fit check (real servers in memory cgroups) on each nested export.
+include_top=True); four families also as a `sequential` model with a Flatten head. A few more
+heads (binary sigmoid, logits, multi-label) on MobileNetV2.
+Then the fit check (real servers in memory cgroups, at a whole vCPU) on each nested export.
 
 Results accumulate in bench/out/zoo.json (a rerun skips what is there unless --fresh) and
 are written to docs/MODELS.md.
@@ -59,6 +60,9 @@ FAMILIES: dict[str, tuple[str, int]] = {
     **{f"ConvNeXt{v}": ("none", 96) for v in ("Tiny", "Small", "Base", "Large", "XLarge")},
 }
 FORMS = ("nested", "flat")
+# Also as a Keras Sequential with augmentation in front and a Flatten head, as transfer-learning
+# tutorials write it: the families make test used to export in every form.
+SEQUENTIAL_FAMILIES = ("MobileNetV2", "EfficientNetB0", "ResNet50", "DenseNet121")
 # Heads beyond softmax, on one backbone: what users ship for binary and multi-label tasks.
 EXTRA_HEADS = (("MobileNetV2", "sigmoid"), ("MobileNetV2", "logits"), ("MobileNetV2", "multilabel"))
 
@@ -77,6 +81,18 @@ def build(family: str, form: str, head: str):  # noqa: ANN201 - a keras.Model
     shape = (size, size, 3)
     if form == "flat":
         model = factory(weights=None, input_shape=shape, classes=CLASSES)
+    elif form == "sequential":
+        model = keras.Sequential(
+            [
+                keras.Input(shape),
+                keras.layers.RandomRotation(0.1),
+                factory(weights=None, include_top=False, input_shape=shape),
+                keras.layers.Flatten(),
+                keras.layers.Dense(16, activation="relu"),
+                keras.layers.Dropout(0.2),
+                keras.layers.Dense(CLASSES, activation="softmax"),
+            ]
+        )
     else:
         units, activation = HEADS[head][0](CLASSES), HEADS[head][1]
         inputs = keras.Input(shape)
@@ -183,10 +199,19 @@ def _failure(family: str, form: str, head: str, reason: str, started: float) -> 
 
 
 def fitcheck_row(row: dict, warm: int) -> None:
+    """The smallest memory tier each function fits, at a whole vCPU (the memory question;
+    the vCPU each would want is the full fit check's, `make fitcheck`)."""
     from model_store import fitcheck
 
-    report = fitcheck.check_with_storage(ROOT / row["dir"], warm=warm)
-    row["fit"] = {fn: fitcheck.summary_of(result) for fn, result in report.items()}
+    report = fitcheck.check_with_storage(ROOT / row["dir"], warm=warm, cpus=(1.0,))
+    row["fit"] = {
+        function: {
+            "tier_mb": result["tier_mb"],
+            "whole_core_peak_mb": result["whole_core"]["peak_mb"],
+            "whole_core_cold_start_s": result["whole_core"]["cold_start_s"],
+        }
+        for function, result in report.items()
+    }
 
 
 def load() -> list[dict]:
@@ -201,6 +226,7 @@ def save(rows: list[dict]) -> None:
 
 def plan(families: list[str], forms: list[str]) -> list[tuple[str, str, str]]:
     entries = [(f, form, "softmax") for f in families for form in forms]
+    entries += [(f, "sequential", "softmax") for f in SEQUENTIAL_FAMILIES if f in families]
     return entries + [(f, "nested", h) for f, h in EXTRA_HEADS if f in families]
 
 

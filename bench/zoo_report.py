@@ -65,8 +65,10 @@ def markdown(rows: list[dict]) -> str:
         "GradientTape on 6 generated images, two classes each). **nested**: the backbone is "
         "one nested layer of a transfer-learning model (pooling, dropout, Dense head); "
         "**flat**: the family's own top (`include_top=True`). Sizes are the artifacts' "
-        "(MB); tiers are the fit check's (real functions-framework servers in memory "
-        "cgroups; see docs/PERFORMANCE.md) for the nested form.",
+        "(MB); tiers are the fit check's for the nested form: the smallest memory tier each "
+        "function holds with a 20 % margin, real functions-framework servers in memory cgroups "
+        "at a whole vCPU (the vCPU to deploy with is `make fitcheck`'s question; see "
+        "docs/PERFORMANCE.md).",
         "",
         f"{counts.get('exported', 0)} of {len(rows)} exports passed; "
         f"{len(exported_families)} of {len(families)} families export in at least one form.",
