@@ -30,7 +30,7 @@ def test_keys_come_from_validated_values_only():
     assert heatmap_key("demo", "1", "gradcam++", 4, SHA) == f"heatmaps/demo/1/gradcampp/4/{SHA}.png"
     with pytest.raises(ValueError):
         heatmap_key("demo", "1", "gradcam", 4, "../../etc/passwd")
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError):
         heatmap_key("demo", "1", "../x", 4, SHA)
 
 
