@@ -37,7 +37,8 @@ def ensure(name: str, quantization: str = "none", log=print) -> Path:  # noqa: A
     import keras
     import tensorflow as tf
 
-    from dermcam.keras_engine import load_keras_model, preprocess
+    from dermcam.keras_engine import preprocess
+    from dermcam.keras_loading import load_model_file
     from model_store.calibrate import calibrate_batchnorm, calibration_batch
     from model_store.export import export
 
@@ -45,7 +46,7 @@ def ensure(name: str, quantization: str = "none", log=print) -> Path:  # noqa: A
     if quantization != "none":  # the same weights as the float32 export
         float_dir = ensure(name, "none", log)
         source_file = "model.keras" if name == "demo" else f"../{name}.keras"
-        model = load_keras_model(float_dir / source_file)
+        model = load_model_file(float_dir / source_file).model
         mode = "none" if name == "demo" else APPLICATIONS[name][1]
         source = None
     else:
