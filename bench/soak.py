@@ -34,18 +34,6 @@ DEFAULTS = {"predict": (128, 0.333), "gradcam": (256, 0.333)}  # deploy.sh's def
 METHODS = ("gradcam", "gradcam++")
 
 
-def _rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
-
-
 def slope_per_1000(points: list[tuple[int, float]], skip: float = 0.1) -> float | None:
     """Least-squares slope (MiB per 1,000 requests) past the first `skip` of the run."""
     if len(points) < 3:
@@ -101,7 +89,7 @@ def soak(
                 errors += 1
             if i % 100 == 0:
                 usage = int((memory.path / "memory.usage_in_bytes").read_text()) / 2**20
-                points.append((i, _rss_mb(memory.pids()), usage))
+                points.append((i, memgroup.status_mb(memory.pids(), "VmRSS"), usage))
                 if i % 1000 == 0:
                     print(
                         f"{function}: {i} requests, RSS {points[-1][1]:.1f} MiB, group "

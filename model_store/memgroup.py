@@ -76,17 +76,22 @@ class MemoryGroup:
             pass
 
 
-def tree_peak_rss_mb(pid: int) -> float:
-    """Fallback without cgroups: the sum of VmHWM over a process and its descendants."""
+def status_mb(pids: list[int], field: str) -> float:
+    """The sum of one /proc/PID/status field (VmRSS, VmHWM) over processes, MiB."""
     total = 0
-    for child in [pid, *_descendants(pid)]:
+    for pid in pids:
         try:
-            for line in Path(f"/proc/{child}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(f"{field}:"):
                     total += int(line.split()[1])
         except OSError:
             continue
     return total / 1024
+
+
+def tree_peak_rss_mb(pid: int) -> float:
+    """Fallback without cgroups: the sum of VmHWM over a process and its descendants."""
+    return status_mb([pid, *_descendants(pid)], "VmHWM")
 
 
 def _descendants(pid: int) -> list[int]:
