@@ -248,6 +248,12 @@ schedule_warmup() {
 
 publish_page() {
   local predict_url="$1" gradcam_url="$2" tmp
+  if [[ "$ACCESS" == private ]]; then
+    # A browser has no identity token for the functions: a page would only get 403s.
+    echo "page not published: --private functions answer only callers with an ID token" \
+      "(the scheduler, your backend, or the page behind your own authenticating proxy)"
+    return
+  fi
   if [[ "$PAGE_BUCKET" == none ]]; then
     echo "page: serve frontend/ from any static host with this config.js:"
     printf 'window.DERMCAM_CONFIG = {"predictUrl": "%s", "gradcamUrl": "%s"};\n' \

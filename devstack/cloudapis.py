@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 
+from devstack import invoker
 from devstack.localcloud import Cloud, CloudError, Request, Response, etag, operation
 
 DEFAULT_APIS = (
@@ -330,8 +331,11 @@ def _fire(cloud: Cloud, job: dict, moment: dt.datetime) -> None:
     target = job["httpTarget"]
     headers = dict(target.get("headers", {}))
     oidc = target.get("oidcToken")
-    if oidc:  # no Google here to mint a token: the audience and the account are recorded
-        headers["Authorization"] = "Bearer local-oidc-token"
+    if oidc:  # the local cloud's stand-in for the token Google would mint for the job
+        audience = oidc.get("audience") or target["uri"]
+        headers["Authorization"] = "Bearer " + invoker.id_token(
+            oidc.get("serviceAccountEmail", ""), audience
+        )
     request = urllib.request.Request(  # noqa: S310 - loopback only
         target["uri"], method=target.get("httpMethod", "GET"), headers=headers
     )

@@ -19,9 +19,11 @@ import urllib.error
 import urllib.request
 import uuid
 import zipfile
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from devstack import invoker
 from devstack import stack as devstack
 from devstack.localcloud import Cloud, CloudError, Request, Response, etag, operation
 
@@ -36,9 +38,9 @@ _frontends: dict[str, Frontend] = {}
 
 class Frontend:
     """A function's stable URL, forwarding to its current revision (as Cloud Run's URL stays
-    the same across revisions)."""
+    the same across revisions), to the callers its service's invoker policy lets in."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: Callable[[], dict | None]) -> None:
         self.target = ""
         frontend = self
 
@@ -48,6 +50,9 @@ class Frontend:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if not invoker.allowed(policy(), frontend.url, self.headers):
+                    self._refuse()
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 request = urllib.request.Request(  # noqa: S310 - loopback only
                     frontend.target + self.path, data=body, headers=headers, method=self.command
@@ -61,6 +66,14 @@ class Frontend:
                 for key, value in reply.items():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _refuse(self) -> None:
+                data = b"Error: Forbidden. Your client does not have permission to get URL.\n"
+                self.send_response(403)
+                self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -232,7 +245,11 @@ def _build_and_run(cloud: Cloud, name: str, op_name: str) -> None:
         return
     old = _processes.get(name)
     _processes[name] = (proc, groups)
-    frontend = _frontends.setdefault(name, Frontend())
+    project_region = name.rsplit("/functions/", 1)[0]
+    service_name = f"{project_region}/services/{short}"  # gen2: the Cloud Run service
+    if name not in _frontends:
+        _frontends[name] = Frontend(lambda: cloud.kind("run-policies").get(service_name))
+    frontend = _frontends[name]
     frontend.target = url  # the new revision takes the traffic, then the old one stops
     if old is not None:
         _stop(*old)
@@ -242,12 +259,11 @@ def _build_and_run(cloud: Cloud, name: str, op_name: str) -> None:
         {"function": name, "pid": proc.pid, "url": url, "created": _now(), "venv": str(venv)},
     )
     url = frontend.url
-    project_region = name.rsplit("/functions/", 1)[0]
     service = {
         **function.get("serviceConfig", {}),
         "uri": url,
         "revision": revision,
-        "service": f"{project_region}/services/{short}",  # gen2: the Cloud Run service
+        "service": service_name,
     }
     active = {
         **cloud.get("functions", name),

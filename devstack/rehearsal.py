@@ -1,6 +1,7 @@
 """make deploy-local: deploy.sh, unchanged, with the real gcloud, against a local cloud.
 
-    python -m devstack.rehearsal [--state .run/rehearsal] [--clock 60] [--runs 1] [--fresh]
+    python -m devstack.rehearsal [--state .run/rehearsal] [--clock 60] [--runs 2] [--fresh]
+                                 [--private]
 
 Starts fake-gcs-server and devstack.localcloud, logs gcloud in with a throwaway service
 account (its own configuration folder: your gcloud setup is untouched), runs ./deploy.sh with
@@ -8,8 +9,10 @@ only the environment pointing gcloud at the local cloud, then checks what a user
 functions answer a real image through the URLs deploy.sh printed, the published page (from the
 page bucket, as deployed) shows a heatmap, and the warmup jobs fire on their cron (the local
 scheduler's clock runs `--clock` times faster, so */5 fires within seconds). `--runs 2` deploys
-a second time: everything is updated in place. The local cloud's record (every call, every
-resource) is left in STATE/cloud.json; a summary is printed and written to STATE/summary.json.
+a second time: everything is updated in place. `--private` then redeploys with `--private`:
+anonymous calls must get 403 and the scheduler's OIDC-token warmups must still get in. The
+local cloud's record (every call, every resource) is left in STATE/cloud.json; a summary is
+printed and written to STATE/summary.json.
 """
 
 from __future__ import annotations
@@ -73,9 +76,10 @@ def login(cloud: localcloud.Cloud, env: dict[str, str], folder: Path) -> str:
     return account
 
 
-def deploy(env: dict[str, str], origin: str, log: Path) -> dict[str, str]:
+def deploy(env: dict[str, str], origin: str, log: Path, *extra: str) -> dict[str, str]:
     """./deploy.sh as a user runs it; the URLs it printed."""
     command = ["./deploy.sh", "--project", PROJECT, "--region", REGION, "--origin", origin]
+    command += extra
     started = time.monotonic()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
@@ -147,6 +151,15 @@ def open_page(page_url: str, folder: Path) -> dict:
     return {"page": page_url, "classes_shown": rows, "screenshot": str(shot), "errors": errors}
 
 
+def call_anonymously(urls: dict[str, str]) -> dict:
+    """What a caller without an ID token gets from each function (private: 403)."""
+    image = {"image": ("lesion.jpg", photo(), "image/jpeg")}
+    return {
+        name: requests.post(urls[name], files=image, timeout=120).status_code
+        for name in ("predict", "gradcam")
+    }
+
+
 def wait_for_warmups(cloud: localcloud.Cloud, since: float, timeout_s: float) -> dict:
     """Until every job has fired once after `since` with a 200."""
     deadline = time.monotonic() + timeout_s
@@ -164,7 +177,7 @@ def wait_for_warmups(cloud: localcloud.Cloud, since: float, timeout_s: float) ->
     raise RuntimeError(f"warmup jobs did not fire within {timeout_s:.0f} s: {jobs}")
 
 
-def rehearse(state: Path, clock: float, runs: int, fresh: bool) -> dict:
+def rehearse(state: Path, clock: float, runs: int, fresh: bool, private: bool = False) -> dict:
     if fresh:
         shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True, exist_ok=True)
@@ -200,6 +213,23 @@ def rehearse(state: Path, clock: float, runs: int, fresh: bool) -> dict:
             result["warmups"] = wait_for_warmups(cloud, started, 60 * 5 / clock + 30)
             summary["runs"].append(result)
             print(json.dumps(result, indent=2), flush=True)
+        if private:
+            # The same project switched to --private in place: anonymous callers are refused,
+            # the scheduler's OIDC token still warms both functions.
+            with cloud.lock:
+                cloud.save()
+                shutil.copy(state / "cloud" / "cloud.json", state / "cloud-public.json")
+            urls = deploy(env, storage_url, state / "deploy-private.log", "--private")
+            deployed = time.time()  # warmups fired before the jobs were updated carry no token
+            result = {
+                "run": "private",
+                "deploy_seconds": urls.pop("seconds"),
+                "urls": urls,
+                "anonymous": call_anonymously(urls),
+                "warmups": wait_for_warmups(cloud, deployed, 60 * 5 / clock + 30),
+            }
+            summary["private"] = result
+            print(json.dumps(result, indent=2), flush=True)
         summary["revisions"] = sorted(cloud.kind("revisions"))
         (state / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
@@ -220,11 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock", type=float, default=60.0)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--fresh", action="store_true", help="forget an earlier rehearsal")
+    parser.add_argument(
+        "--private", action="store_true", help="then redeploy with --private and check who gets in"
+    )
     args = parser.parse_args(argv)
     if shutil.which("gcloud") is None:
         print("the Google Cloud CLI is not installed (Debian: google-cloud-cli)", file=sys.stderr)
         return 2
-    summary = rehearse(Path(args.state), args.clock, args.runs, args.fresh)
+    summary = rehearse(Path(args.state), args.clock, args.runs, args.fresh, args.private)
     last = summary["runs"][-1]
     print(
         f"\nrehearsed {len(summary['runs'])} deployment(s) of {PROJECT} with the real gcloud: "

@@ -10,6 +10,8 @@ from conftest import ROOT, encode
 
 pytestmark = pytest.mark.browser
 OUTPUT = ROOT / "test-output" / "browser"
+
+
 @pytest.fixture
 def page(browser, stack):
     context = browser.new_context(viewport={"width": 1200, "height": 900})

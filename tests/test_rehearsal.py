@@ -26,13 +26,15 @@ def rehearsal(tmp_path_factory):
     from devstack import rehearsal
 
     state = tmp_path_factory.mktemp("rehearsal")
-    summary = rehearsal.rehearse(state, clock=60, runs=2, fresh=True)
-    cloud = json.loads((state / "cloud" / "cloud.json").read_text())
-    return summary, cloud["resources"], cloud["calls"]
+    summary = rehearsal.rehearse(state, clock=60, runs=2, fresh=True, private=True)
+    # What the two public runs left, and what the cloud held after the switch to --private.
+    cloud = json.loads((state / "cloud-public.json").read_text())
+    private = json.loads((state / "cloud" / "cloud.json").read_text())
+    return summary, cloud["resources"], cloud["calls"], private["resources"]
 
 
 def test_both_runs_deploy_answer_and_publish(rehearsal):
-    summary, resources, _ = rehearsal
+    summary, resources, *_ = rehearsal
     assert len(summary["runs"]) == 2
     for run in summary["runs"]:
         assert run["functions"]["predict_top"] == "mel" and run["functions"]["heatmap_stored"]
@@ -48,7 +50,7 @@ def test_both_runs_deploy_answer_and_publish(rehearsal):
 
 
 def test_functions_run_with_the_deployed_configuration(rehearsal):
-    _, resources, _ = rehearsal
+    _, resources, *_ = rehearsal
     base = f"projects/{PROJECT}/locations/europe-west1/functions"
     predict = resources["functions"][f"{base}/dermcam-predict"]["serviceConfig"]
     gradcam = resources["functions"][f"{base}/dermcam-gradcam"]["serviceConfig"]
@@ -61,7 +63,7 @@ def test_functions_run_with_the_deployed_configuration(rehearsal):
 
 
 def test_the_heatmap_bucket_is_private_with_its_lifecycle(rehearsal):
-    _, resources, _ = rehearsal
+    _, resources, *_ = rehearsal
     bucket = resources["buckets"][f"{PROJECT}-dermcam-heatmaps"]
     assert bucket["iamConfiguration"]["publicAccessPrevention"] == "enforced"
     assert bucket["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"] is True
@@ -83,7 +85,7 @@ def test_the_heatmap_bucket_is_private_with_its_lifecycle(rehearsal):
 
 
 def test_invokers_and_schedules(rehearsal):
-    _, resources, calls = rehearsal
+    _, resources, calls, _ = rehearsal
     for policy in resources["run-policies"].values():
         assert {"members": ["allUsers"], "role": "roles/run.invoker"} in policy["bindings"]
     jobs = resources["jobs"]
@@ -92,6 +94,22 @@ def test_invokers_and_schedules(rehearsal):
         assert job["schedule"] == "*/5 * * * *" and job["httpTarget"]["uri"].endswith("?warmup=1")
     assert any(c["method"] == "PATCH" and c["api"] == "cloudscheduler" for c in calls)  # rerun
     assert any(c["method"] == "PATCH" and c["api"] == "cloudfunctions" for c in calls)
+
+
+def test_private_functions_refuse_anonymous_callers_and_let_the_scheduler_in(rehearsal):
+    summary, _, _, resources = rehearsal
+    private = summary["private"]
+    assert private["anonymous"] == {"predict": 403, "gradcam": 403}
+    scheduler = f"dermcam-scheduler@{PROJECT}.iam.gserviceaccount.com"
+    for name, policy in resources["run-policies"].items():
+        members = {
+            m for b in policy["bindings"] if b["role"] == "roles/run.invoker" for m in b["members"]
+        }
+        assert members == {f"serviceAccount:{scheduler}"}, (name, members)
+    for run in private["warmups"].values():  # fired with an ID token for the function's URL
+        assert run["status"] == 200 and run["oidc_service_account"] == scheduler
+        assert run["uri"].startswith(run["oidc_audience"])
+    assert "page" not in private["urls"]  # a browser could not call private functions
 
 
 @pytest.fixture

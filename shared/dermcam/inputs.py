@@ -52,9 +52,7 @@ def model_inputs(
             )
         return ModelInputs(tensor, {}, None, decoded.sha256)
     encoded = manifest.metadata.encode(fields)
-    return ModelInputs(
-        tensor, encoded.inputs, encoded.used, f"{decoded.sha256}-m{encoded.digest}"
-    )
+    return ModelInputs(tensor, encoded.inputs, encoded.used, f"{decoded.sha256}-m{encoded.digest}")
 
 
 def warmup_extras(manifest: Manifest) -> dict[str, np.ndarray]:
