@@ -14,7 +14,10 @@ def test_memory_by_stage(demo_model_dir, stack, tmp_path):
     assert all(len(s["process_anon_mb"]) == 2 for s in stages)  # gunicorn master + worker
     # loading the model and answering can only add anonymous memory to the group
     assert stages[0]["anon_mb"] < stages[1]["anon_mb"] <= stages[-1]["anon_mb"] + 1
-    assert stages[-1]["mapped_mb"] > 0 and stages[-1]["cache_mb"] >= stages[-1]["mapped_mb"]
+    # cgroup v1 charges a cached page to the group that read it first: with another test's
+    # server mapping the same libraries and model (make test runs two workers), this group
+    # may be charged none of them, so only the accounting's own invariant is asserted.
+    assert stages[-1]["cache_mb"] >= stages[-1]["mapped_mb"] >= 0
 
 
 def test_timing_marks_per_engine(demo_model_dir, stack, tmp_path):
