@@ -58,9 +58,9 @@ def _fit_coverage(rows: list[dict]) -> str:
         return "Every nested export went through the fit check."
     return (
         f"The fit check ran on {len(checked)} of {len(nested)} nested exports in this pass "
-        "(–: not measured; `python -m bench.zoo` without `--no-fitcheck` adds the rest, a "
-        "minute or two each). What memory a model needs follows its artifact size: "
-        "bench/results.md measures four of them at every tier."
+        "(–: not measured; `python -m bench.zoo` without `--no-fitcheck` adds the rest, about "
+        "five minutes each here). What memory a model needs follows its artifact size; "
+        "`make bench` measures real backbones at every configuration (bench/results.md)."
     )
 
 
