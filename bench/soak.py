@@ -10,7 +10,9 @@ share (deploy.sh's defaults unless told), against fake-gcs-server. Requests mix 
 both methods and every class. Every 100 requests the server's processes' RSS and the group's
 usage are read; the slope past warm-up (the first 10 %) and over the second half are
 reported per 1,000 requests. A growing worker (a leak) keeps its slope to the end; the steps
-glibc's heap takes until every request shape has been seen flatten out.
+glibc's heap takes until every request shape has been seen flatten out. Samples are read
+after the server has been idle for SETTLE_S, so a request still being torn down (its buffers
+not yet freed) does not count as growth.
 Writes bench/soak.json and prints the figures docs/RELIABILITY.md quotes.
 """
 
@@ -33,6 +35,7 @@ from model_store import cpugroup, fitcheck, memgroup
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {"predict": (128, 0.333), "gradcam": (256, 0.333)}  # deploy.sh's defaults
 METHODS = ("gradcam", "gradcam++")
+SETTLE_S = 0.3  # idle time before a memory sample: the worker finishes the last request
 
 
 def slope_per_1000(points: list[tuple[int, float]], skip: float = 0.1) -> float | None:
@@ -89,8 +92,17 @@ def soak(
             except requests.RequestException:
                 errors += 1
             if i % 100 == 0:
+                time.sleep(SETTLE_S)
                 usage = int((memory.path / "memory.usage_in_bytes").read_text()) / 2**20
-                points.append((i, memgroup.status_mb(memory.pids(), "VmRSS"), usage))
+                pids = memory.pids()
+                points.append(
+                    (
+                        i,
+                        memgroup.status_mb(pids, "VmRSS"),
+                        usage,
+                        memgroup.status_mb(pids, "RssAnon"),
+                    )
+                )
                 if i % 1000 == 0:
                     print(
                         f"{function}: {i} requests, RSS {points[-1][1]:.1f} MiB, group "
@@ -98,6 +110,7 @@ def soak(
                         flush=True,
                     )
     finally:
+        cpu_s = cpus.usage_s()
         devstack.kill_group(proc)
         log.close()
         oom = memory.oom_kills()
@@ -116,15 +129,20 @@ def soak(
         "oom_kills": oom,
         "peak_mb": round(peak, 1),
         "seconds": round(time.perf_counter() - started),
+        "cpu_ms_per_request": round(cpu_s / count * 1000, 1),
         "rss_first_mb": round(points[0][1], 1) if points else None,
         "rss_last_mb": round(points[-1][1], 1) if points else None,
-        "rss_slope_mb_per_1000": slope_per_1000([(n, r) for n, r, _ in points]),
+        "rss_slope_mb_per_1000": slope_per_1000([(p[0], p[1]) for p in points]),
         # A leak keeps its slope; allocator high-water steps early in the run do not.
         "rss_second_half_slope_mb_per_1000": slope_per_1000(
-            [(n, r) for n, r, _ in points], skip=0.5
+            [(p[0], p[1]) for p in points], skip=0.5
         ),
-        "group_slope_mb_per_1000": slope_per_1000([(n, u) for n, _, u in points]),
-        "samples": points,
+        # Anonymous memory only: RSS also counts library pages mapped in as new code runs.
+        "anon_first_mb": round(points[0][3], 1) if points else None,
+        "anon_last_mb": round(points[-1][3], 1) if points else None,
+        "anon_slope_mb_per_1000": slope_per_1000([(p[0], p[3]) for p in points]),
+        "group_slope_mb_per_1000": slope_per_1000([(p[0], p[2]) for p in points]),
+        "samples": points,  # (requests, RSS, group usage, anonymous), MiB
     }
 
 
@@ -159,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['errors']} errors, {row['oom_kills']} OOM kills, peak {row['peak_mb']} "
                 f"MiB, RSS {row['rss_first_mb']} → {row['rss_last_mb']} MiB, slope "
                 f"{row['rss_slope_mb_per_1000']} MiB / 1000 requests (second half "
-                f"{row['rss_second_half_slope_mb_per_1000']}; group, page cache "
+                f"{row['rss_second_half_slope_mb_per_1000']}; anonymous memory "
+                f"{row['anon_first_mb']} → {row['anon_last_mb']} MiB, slope "
+                f"{row['anon_slope_mb_per_1000']}; group, page cache "
                 f"included: {row['group_slope_mb_per_1000']}), {row['cache_hits']} cache hits, "
-                f"{row['seconds']} s",
+                f"{row['cpu_ms_per_request']} ms of CPU per request, {row['seconds']} s",
                 flush=True,
             )
     Path(args.out).write_text(
