@@ -6,9 +6,11 @@ Each probe is a real functions-framework server started in a cpuacct group (page
 dropped first) and timed to its first answer; `cpuacct.usage` then says how much CPU the
 start took, which, unlike seconds, does not drift with the machine's load or the share. The
 layers: functions-framework serving a hello-world function; the same with NumPy imported;
-the real function answering a GET before any model is loaded (all its module-level imports);
-the real function's first answer to a request as the page sends it (gradcam: no class), and
-with a class. The first answers are also timed at a fractional vCPU share.
+the same with NumPy, Pillow and LiteRT imported (every third-party module a first answer
+needs, so the rest is dermcam's own code, the model and the request); the real function
+answering a GET before any model is loaded (all its module-level imports); its first answer
+to a request as the page sends it (gradcam: no class), and with a class.
+The first answers are also timed at a fractional vCPU share.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from devstack import stack as devstack
 from model_store import cpugroup, fitcheck, memgroup
 
 ROOT = Path(__file__).resolve().parents[1]
-HELLO = """import functions_framework
+HELLO = """import os
+
+import functions_framework
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as dermcam does before NumPy loads
 {extra}
 
 @functions_framework.http
@@ -114,6 +120,12 @@ def layers(code: Path, function: str, tmp: Path) -> list[tuple[str, Path, str]]:
     found = [
         ("functions-framework, hello world", _hello(tmp, function, ""), "get"),
         ("+ NumPy imported", _hello(tmp, function, "import numpy"), "get"),
+        # Every third-party module the first answer needs: what is left is dermcam's own.
+        (
+            "+ NumPy, Pillow and LiteRT imported",
+            _hello(tmp, function, "import numpy, PIL.Image, ai_edge_litert.interpreter"),
+            "get",
+        ),
         ("the function's imports (a GET, no model)", real, "get"),
         ("first answer as the page asks (gradcam: no class)", real, "first"),
     ]
