@@ -65,6 +65,7 @@ def _anonymous_mb(pid: int) -> float:
 def memory(function: str, model_dir: str, storage_url: str, log_dir: Path) -> list[dict]:
     group = memgroup.MemoryGroup(fitcheck.BASELINE_MB)
     plan = fitcheck.request_plan(31)
+    classes = fitcheck.class_count(model_dir)
     stages = []
 
     def stage(name: str) -> None:
@@ -86,7 +87,7 @@ def memory(function: str, model_dir: str, storage_url: str, log_dir: Path) -> li
             session.get(url, params={"warmup": "1"}, timeout=60)
             stage("warmup: model loaded, one inference")
             for i, upload in enumerate(plan[1:], start=1):
-                response = fitcheck.post_upload(session, url, upload, function, i % 7)
+                response = fitcheck.post_upload(session, url, upload, function, i % classes)
                 response.raise_for_status()
                 if i in (1, 2):
                     stage(f"after request {i} ({upload.kind})")
@@ -99,6 +100,7 @@ def memory(function: str, model_dir: str, storage_url: str, log_dir: Path) -> li
 
 def timing(model_dir: str, storage_url: str, log_dir: Path, count: int = 50) -> list[dict]:
     small = [u for u in fitcheck.request_plan(count * 2) if u.kind == "small"][:count]
+    classes = fitcheck.class_count(model_dir)
     rows = []
     for function in ("predict", "gradcam"):
         for engine in ("litert", "keras"):
@@ -107,7 +109,7 @@ def timing(model_dir: str, storage_url: str, log_dir: Path, count: int = 50) -> 
                 round_trips, marks = [], {}
                 for i, upload in enumerate(small * 2):
                     begun = time.perf_counter()
-                    response = fitcheck.post_upload(session, url, upload, function, i % 7)
+                    response = fitcheck.post_upload(session, url, upload, function, i % classes)
                     response.raise_for_status()
                     round_trips.append((time.perf_counter() - begun) * 1000)
                     for name, value in response.json()["timing_ms"].items():

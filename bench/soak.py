@@ -64,6 +64,7 @@ def soak(
     proc, url = fitcheck.spawn(function, env, [memory.procs_file, *cpus.procs_files], log, python)
     session = requests.Session()
     rng = np.random.default_rng(3)
+    classes = fitcheck.class_count(model_dir)
     points, errors, statuses, cached = [], 0, {}, 0
     started = time.perf_counter()
     try:
@@ -75,7 +76,7 @@ def soak(
             if function == "gradcam":
                 params = {"method": METHODS[i % 2]}
                 if rng.random() < 0.7:
-                    params["class"] = str(int(rng.integers(7)))
+                    params["class"] = str(int(rng.integers(classes)))
             try:
                 answer = session.post(
                     url,

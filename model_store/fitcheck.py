@@ -39,6 +39,7 @@ import numpy as np
 import requests
 from PIL import Image
 
+from dermcam.manifest import read_manifest
 from devstack import stack as devstack
 from model_store import cpugroup, memgroup, tiers
 from model_store.synthetic import dataset, lesion_image
@@ -233,7 +234,7 @@ def run_function(
         if run.cold_start_s is None:
             run.note = "never answered"
         else:
-            _warm(run, session, url, plan[1:], function)
+            _warm(run, session, url, plan[1:], function, class_count(model_dir))
     finally:
         peak_fallback = None if group else memgroup.tree_peak_rss_mb(proc.pid)
         if group is not None:
@@ -283,6 +284,12 @@ def spawn(
         command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     return proc, f"http://127.0.0.1:{port}"
+
+
+def class_count(model_dir: str | Path) -> int:
+    """How many classes the exported model answers: gradcam is asked for each in turn, and a
+    class the model does not have is a 422, not a measurement."""
+    return len(read_manifest(model_dir).labels)
 
 
 def post_upload(
@@ -341,6 +348,7 @@ def _warm(
     url: str,
     plan: list[Upload],
     function: str,
+    classes: int,
     budget_s: float | None = None,
 ) -> None:
     budget_s = WARM_BUDGET_S if budget_s is None else budget_s
@@ -356,7 +364,7 @@ def _warm(
             break
         begun = time.perf_counter()
         try:
-            response = post_upload(session, url, upload, function, i % 7)
+            response = post_upload(session, url, upload, function, i % classes)
             ok = response.status_code == 200
             failure = f"HTTP {response.status_code}"
         except requests.RequestException as exc:
@@ -514,6 +522,11 @@ def describe(
             f"start {_fmt(whole['cold_start_s'], 's')}, startup CPU "
             f"{_fmt(whole['startup_cpu_s'], 's')}, p50 {_fmt(_p50_of(whole), 'ms')}"
         )
+        if whole.get("errors") or not whole.get("complete", True):
+            lines.append(
+                f"  it failed at 2 GiB on a whole core too ({whole.get('note') or 'errors'}): "
+                "not a matter of memory; the server's log says why"
+            )
         best, others = recommendation(result, max_p50_ms, max_cold_s)
         if best is None:
             lines.append(

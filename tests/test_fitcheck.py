@@ -118,3 +118,15 @@ def test_cli_measures_configurations_and_recommends_one(demo_model_dir, tmp_path
     assert "startup CPU" in printed and "256Mi  0.5" in printed
     if best:
         assert f"recommended: --memory 256Mi --cpu {best.cpu:g}" in printed
+
+
+def test_a_function_failing_on_a_whole_core_is_not_blamed_on_memory():
+    whole = fitcheck.Run("gradcam", "litert", fitcheck.BASELINE_MB, True, cpu=1.0)
+    whole.cold_start_s, whole.requests, whole.errors, whole.complete = 1.1, 3, 3, False
+    whole.note = "stopped after 3 failures in a row (last: HTTP 422, small)"
+    report = {"gradcam": {"tier_mb": None, "cgroup": True, "whole_core": whole.as_dict()}}
+    report["gradcam"]["options"] = []
+    printed = fitcheck.describe(report)
+    assert "fits none up to 1024 MiB" in printed
+    assert "failed at 2 GiB on a whole core too (stopped after 3 failures" in printed
+    assert "not a matter of memory" in printed

@@ -17,7 +17,7 @@ tf_keras = pytest.importorskip("tf_keras")
 
 from dermcam.engine import LiteRTEngine  # noqa: E402
 from dermcam.keras_engine import KerasEngine, preprocess  # noqa: E402
-from model_store import parity, specimens  # noqa: E402
+from model_store import fitcheck, parity, specimens  # noqa: E402
 from model_store.export import main as export_main  # noqa: E402
 from model_store.synthetic import dataset  # noqa: E402
 
@@ -105,6 +105,18 @@ def test_binary_maps_of_the_two_classes_are_opposite(exported):
     benign, malignant = lite.explain(tensor, 0), lite.explain(tensor, 1)
     np.testing.assert_allclose(benign.gradients, -malignant.gradients, rtol=1e-5, atol=1e-9)
     assert np.abs(malignant.gradients).max() > 0
+
+
+@pytest.mark.parametrize("exported", ["tfkeras-h5-resnet50-sigmoid"], indirect=True)
+def test_the_fit_check_measures_a_two_class_model(exported, tmp_path):
+    """It asks gradcam for each class the model has in turn (it once cycled the demo's seven,
+    so every binary model "fit" no configuration: each request past the second was a 422)."""
+    _, out, _ = exported
+    plan = fitcheck.request_plan(7)
+    run = fitcheck.run_function("gradcam", out, fitcheck.BASELINE_MB, plan, log_dir=tmp_path)
+    assert run.answered and run.complete, run.note
+    assert run.requests == len(plan) - 1 and run.errors == 0
+    assert run.fits(baseline=None)
 
 
 def _png(size: int) -> bytes:
