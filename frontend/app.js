@@ -194,7 +194,7 @@
 
   function renderModel(model) {
     ui.demoBanner.hidden = !model.demo;
-    ui.modelInfo.textContent = `Model ${model.name}, version ${model.version}${model.demo ? " (demo)" : ""}`;
+    ui.modelInfo.textContent = `Model “${model.name}”, version ${model.version}${model.demo ? " (demo)" : ""}`;
     ui.modelInfo.hidden = false;
     ui.independent.hidden = model.probabilities !== "independent";
   }
@@ -338,11 +338,13 @@
       row.dataset.probability = String(p.probability);
       const name = document.createElement("span");
       name.className = "name";
-      name.textContent = `${p.name} `;
-      const code = document.createElement("span");
-      code.className = "code";
-      code.textContent = p.code;
-      name.append(code);
+      name.textContent = p.name;
+      if (p.code !== p.name) {  // labels given as codes only (benign,malignant) name themselves
+        const code = document.createElement("span");
+        code.className = "code";
+        code.textContent = p.code;
+        name.append(" ", code);
+      }
       const pct = document.createElement("span");
       pct.className = "pct";
       pct.textContent = percent(p.probability);

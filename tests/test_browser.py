@@ -47,6 +47,7 @@ def test_upload_predict_explain_switch_class_and_recover(page, stack, lesion_rgb
     rows = page.locator("#predictions li")
     rows.first.wait_for(timeout=30_000)
     assert rows.count() == 7
+    assert page.locator("#predictions li .code").count() == 7  # "Melanoma mel": names differ
     values = [
         float(v)
         for v in page.eval_on_selector_all(
