@@ -381,6 +381,19 @@ def _write_manifest(directory: Path, manifest: dict) -> None:
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def input_size(text: str) -> tuple[int, int]:
+    """'224' → (224, 224); '256x192' → (256, 192), height x width."""
+    try:
+        sides = [int(part) for part in text.lower().split("x")]
+    except ValueError:
+        sides = []
+    if len(sides) == 1:
+        sides *= 2
+    if len(sides) != 2 or min(sides) < 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: give '224' or 'HxW' (each at least 8)")
+    return sides[0], sides[1]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m model_store.export",
@@ -398,6 +411,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lines '0 Benign') or a comma list of codes",
     )
     parser.add_argument("--out", required=True, help="the model directory to write")
+    parser.add_argument(
+        "--input-size",
+        type=input_size,
+        default=None,
+        help="for a model built for any size (Input((None, None, 3))): the size to serve, "
+        "'224' or 'HxW' such as '256x192'",
+    )
     parser.add_argument("--name", default=None, help="model name (default: the file's stem)")
     parser.add_argument("--version", default="1")
     parser.add_argument(
@@ -460,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        model = load_subject(args.model, args.output_layer)
+        model = load_subject(args.model, args.output_layer, args.input_size)
         manifest = export(
             model,
             parse_labels(args.labels),

@@ -31,6 +31,8 @@ from dermcam.keras_forward import (
 from dermcam.keras_loading import LoadedModel, framework_of, load_model_file
 from model_store.gradients import OVERRIDES
 
+ANY_SIZE_CANDIDATES = 6  # a size-agnostic model's last spatial layers, found by running it
+
 # (image, extra inputs by name) → (activations, logits or None, probabilities)
 Forward = Callable[[tf.Tensor, dict[str, tf.Tensor]], tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]]
 # (image, one-hot target, extra inputs by name) → TensorFlow's own Grad-CAM inputs
@@ -41,7 +43,12 @@ class KerasSubject:
     """A Keras 3 or tf_keras model; `output_layer` names the classifier when the model has
     several outputs or its output is not the class vector."""
 
-    def __init__(self, model: keras.Model | LoadedModel, output_layer: str | None = None) -> None:
+    def __init__(
+        self,
+        model: keras.Model | LoadedModel,
+        output_layer: str | None = None,
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
         loaded = model if isinstance(model, LoadedModel) else None
         self.model = loaded.model if loaded else model
         framework = framework_of(self.model)
@@ -49,8 +56,9 @@ class KerasSubject:
         self.loader_name = framework.name
         self.refused = loaded.refused if loaded else None
         image_index = image_input_index(self.model)
-        shape = tuple(self.model.inputs[image_index].shape)
-        self.height, self.width = int(shape[1]), int(shape[2])
+        self.height, self.width = served_size(self.model.inputs[image_index].shape, input_size)
+        # Built for any size: layer shapes are known only by running the model at the size.
+        self.any_size = not all(self.model.inputs[image_index].shape[1:3])
         self.extra_inputs = _extra_inputs(self.model, image_index)
         self.head: Head = find_head(self.model, output_layer)
         self.classes = self.head.classes
@@ -58,22 +66,63 @@ class KerasSubject:
         self.weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in self.model.weights)
 
     def candidates(self, target: str | None) -> list[tuple[str, ...]]:
-        return [parse_target(self.model, target)] if target else spatial_layers(self.model)[::-1]
-
-    def forward(self, path: tuple[str, ...]) -> Forward:
-        return CamForward(self.model, path, self.head)
+        if target:
+            return [parse_target(self.model, target)]
+        found = spatial_layers(self.model)[::-1]
+        if not self.any_size:
+            return found
+        kept = []  # a layer with h·w > 1 at some sizes may be 1×1 at the served one
+        for path in found:
+            if _area(self.shape(path)) > 1:
+                kept.append(path)
+            if len(kept) == ANY_SIZE_CANDIDATES:
+                break
+        return kept
 
     def describe(self, path: tuple[str, ...]) -> str:
         return "/".join(path)
 
     def shape(self, path: tuple[str, ...]) -> list[int]:
-        return [int(d) for d in resolve(self.model, path).output.shape[1:]]
+        """The target layer's [h, w, c] at the served size."""
+        if not self.any_size:
+            return [int(d) for d in resolve(self.model, path).output.shape[1:]]
+        image = tf.zeros([1, self.height, self.width, 3], tf.float32)
+        extras = {
+            name: tf.zeros([1, width], tf.float32) for name, width in self.extra_inputs.items()
+        }
+        return [int(d) for d in self.forward(path)(image, extras)[0].shape[1:]]
+
+    def forward(self, path: tuple[str, ...]) -> Forward:
+        return CamForward(self.model, path, self.head)
 
     def reference(self, path: tuple[str, ...], preprocessing: str, score: str) -> Reference:
         forward = CamForward(self.model, path, self.head)
         return lambda tensor, hot, extras: tape_explain(
             forward, preprocessing, score, tensor, hot, extras
         )
+
+
+def served_size(shape: tuple, input_size: tuple[int, int] | None) -> tuple[int, int]:
+    """(height, width) the artifacts take: the model's own, or `input_size` for a model built
+    for any size (Input((None, None, 3))), which must then be given."""
+    height, width = shape[1], shape[2]
+    if height and width:
+        if input_size and tuple(input_size) != (height, width):
+            raise ValueError(
+                f"--input-size {input_size[0]}x{input_size[1]} does not match the model's "
+                f"fixed input size {height}x{width}; leave it out."
+            )
+        return int(height), int(width)
+    if not input_size:
+        raise ValueError(
+            f"The image input {tuple(shape)} has no fixed size: say the size to serve with "
+            "--input-size (e.g. 224, or 256x192 as height x width), the size it was trained at."
+        )
+    return input_size
+
+
+def _area(shape: list[int]) -> int:
+    return shape[0] * shape[1]
 
 
 def _extra_inputs(model: keras.Model, image_index: int) -> dict[str, int]:
@@ -117,6 +166,12 @@ class SavedModelSubject:
             raise ValueError(f"Expected one float image input [N, H, W, 3], got {frozen.inputs}")
         self.input_name = inputs[0].name
         self.extra_inputs: dict[str, int] = {}
+        if not (inputs[0].shape[1] and inputs[0].shape[2]):
+            raise ValueError(
+                f"The SavedModel's image input {inputs[0].shape} has no fixed size; export the "
+                ".keras or .h5 file with --input-size instead (its serving graph is traced "
+                "at whatever size it was saved with)."
+            )
         self.height, self.width = int(inputs[0].shape[1]), int(inputs[0].shape[2])
         output = frozen.outputs[0]
         tensor = output
@@ -207,7 +262,7 @@ class SavedModelSubject:
 
 
 def load_subject(
-    path: str | Path, output_layer: str | None = None
+    path: str | Path, output_layer: str | None = None, input_size: tuple[int, int] | None = None
 ) -> KerasSubject | SavedModelSubject:
     """A .keras/.h5 file (Keras 3, else tf_keras), a Keras 2 SavedModel (its layers, through
     tf_keras), or any other SavedModel directory (its frozen serving graph)."""
@@ -215,7 +270,7 @@ def load_subject(
     if path.is_dir() and (path / "saved_model.pb").exists():
         if (path / "keras_metadata.pb").exists():
             try:
-                return KerasSubject(load_model_file(path), output_layer)
+                return KerasSubject(load_model_file(path), output_layer, input_size)
             except ValueError:
                 pass  # layers that tf_keras cannot rebuild: the frozen graph still serves
         if output_layer:
@@ -223,5 +278,7 @@ def load_subject(
                 "--output-layer needs a model with layers (.keras, .h5 or a Keras 2 "
                 "SavedModel); this SavedModel has only its serving graph."
             )
+        if input_size:
+            raise ValueError("--input-size needs a model with layers (.keras, .h5).")
         return SavedModelSubject(path)
-    return KerasSubject(load_model_file(path), output_layer)
+    return KerasSubject(load_model_file(path), output_layer, input_size)

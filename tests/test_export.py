@@ -6,6 +6,8 @@ every family in every form is exported by `make zoo` (docs/MODELS.md)."""
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 
@@ -18,7 +20,7 @@ from dermcam.keras_engine import KerasEngine, preprocess  # noqa: E402
 from dermcam.keras_loading import load_model_file  # noqa: E402
 from model_store import parity  # noqa: E402
 from model_store.calibrate import calibrate_batchnorm, calibration_batch  # noqa: E402
-from model_store.export import ExportError, export, main, parse_labels  # noqa: E402
+from model_store.export import ExportError, export, input_size, main, parse_labels  # noqa: E402
 from model_store.synthetic import CLASSES, dataset  # noqa: E402
 
 SIZE = 96
@@ -284,6 +286,41 @@ def test_cli_exports_a_keras_file(tmp_path, capsys):
     engine = LiteRTEngine(str(tmp_path / "out"))
     assert engine.manifest.version == "3" and engine.manifest.codes == ["x", "y", "z"]
     assert (tmp_path / "out" / "model.keras").is_file()
+
+
+def test_a_model_built_for_any_size_is_served_at_the_size_given(tmp_path, capsys):
+    """Input((None, None, 3)): refused without --input-size (saying so), exported at the size
+    given, the Keras engine agreeing with LiteRT there; a layer that is 1×1 at that size is
+    not a target, however spatial it is at other sizes."""
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="early")(x)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="late")(x)
+    x = keras.layers.AveragePooling2D(4, name="squeezed")(x)  # 1×1 at 16×16
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    source = tmp_path / "any_size.keras"
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(source)
+    args = [str(source), "--labels", "x,y,z", "--out", str(tmp_path / "out"), "--no-fitcheck"]
+
+    assert main(args) == 1
+    assert "has no fixed size: say the size to serve with --input-size" in capsys.readouterr().err
+    assert main([*args, "--input-size", "16"]) == 0
+    assert "target layer: late (chosen automatically)" in capsys.readouterr().out
+    lite, reference = LiteRTEngine(str(tmp_path / "out")), KerasEngine(str(tmp_path / "out"))
+    assert (lite.manifest.height, lite.manifest.width) == (16, 16)
+    assert lite.manifest.raw["activations_shape"] == [4, 4, 8]
+    tensor = dataset(3, 1, 16)[0].astype(np.float32)
+    np.testing.assert_allclose(lite.predict(tensor), reference.predict(tensor), atol=1e-5)
+    got, want = lite.explain(tensor, 1), reference.explain(tensor, 1)
+    np.testing.assert_allclose(got.gradients, want.gradients, rtol=1e-4, atol=1e-6)
+
+
+def test_input_size_reads_a_side_or_height_x_width():
+    assert input_size("224") == (224, 224) and input_size("256x192") == (256, 192)
+    for bad in ("big", "4", "1x2x3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            input_size(bad)
 
 
 def test_cli_fails_cleanly(tmp_path, capsys):

@@ -49,7 +49,8 @@ def spatial_layers(model: Any, prefix: Path_ = ()) -> list[Path_]:
         if fw.is_input_layer(layer):
             continue
         shape = _output_shape(layer)
-        if shape is not None and len(shape) == 4 and (shape[1] or 0) * (shape[2] or 0) > 1:
+        # None: a size-agnostic model's layer, spatial at any served size until shown otherwise
+        if shape is not None and len(shape) == 4 and (shape[1] or 2) * (shape[2] or 2) > 1:
             found.append(prefix + (layer.name,))
     return found
 
@@ -302,15 +303,12 @@ def _identity(x: tf.Tensor) -> tf.Tensor:
 
 
 def image_input_index(model: Any) -> int:
-    """Which of the model's inputs is the image: the one RGB [N, H, W, 3] input."""
-    images = [
-        i
-        for i, t in enumerate(model.inputs)
-        if len(t.shape) == 4 and t.shape[3] == 3 and t.shape[1] and t.shape[2]
-    ]
+    """Which of the model's inputs is the image: the one RGB [N, H, W, 3] input (H and W may
+    be None, a model built for any size: the exporter then fixes the size it serves)."""
+    images = [i for i, t in enumerate(model.inputs) if len(t.shape) == 4 and t.shape[3] == 3]
     if len(images) != 1:
         shapes = ", ".join(str(tuple(t.shape)) for t in model.inputs)
-        raise ValueError(f"Expected one RGB image input [N, H, W, 3] of fixed size, got {shapes}.")
+        raise ValueError(f"Expected one RGB image input [N, H, W, 3], got {shapes}.")
     return images[0]
 
 
