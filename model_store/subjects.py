@@ -168,9 +168,8 @@ class SavedModelSubject:
         self.extra_inputs: dict[str, int] = {}
         if not (inputs[0].shape[1] and inputs[0].shape[2]):
             raise ValueError(
-                f"The SavedModel's image input {inputs[0].shape} has no fixed size; export the "
-                ".keras or .h5 file with --input-size instead (its serving graph is traced "
-                "at whatever size it was saved with)."
+                f"The SavedModel's image input {inputs[0].shape} has no fixed size; export "
+                "the .keras or .h5 file it came from with --input-size instead."
             )
         self.height, self.width = int(inputs[0].shape[1]), int(inputs[0].shape[2])
         output = frozen.outputs[0]

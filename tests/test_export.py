@@ -300,8 +300,15 @@ def test_a_model_built_for_any_size_is_served_at_the_size_given(tmp_path, capsys
     x = keras.layers.AveragePooling2D(4, name="squeezed")(x)  # 1×1 at 16×16
     x = keras.layers.GlobalAveragePooling2D()(x)
     source = tmp_path / "any_size.keras"
-    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(source)
-    args = [str(source), "--labels", "x,y,z", "--out", str(tmp_path / "out"), "--no-fitcheck"]
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    model.save(source)
+    model.export(tmp_path / "saved")  # its serving graph only: refused, pointing at the file
+    out = ["--out", str(tmp_path / "out"), "--no-fitcheck"]
+    assert main([str(tmp_path / "saved"), "--labels", "x,y,z", *out]) == 1
+    assert "export the .keras or .h5 file it came from with --input-size" in (
+        capsys.readouterr().err
+    )
+    args = [str(source), "--labels", "x,y,z", *out]
 
     assert main(args) == 1
     assert "has no fixed size: say the size to serve with --input-size" in capsys.readouterr().err
