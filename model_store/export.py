@@ -251,6 +251,8 @@ def export(
                 "sha256": None if src.is_dir() else sha256_file(kept),
                 "loader": subject.loader_name,
             }
+            if subject.trust_lambda_code:  # the reference engine must load it the same way
+                source_entry["trust_lambda_code"] = True
         manifest = {
             "format": 1,
             "name": name,
@@ -412,6 +414,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, help="the model directory to write")
     parser.add_argument(
+        "--trust-lambda-code",
+        action="store_true",
+        help="load a .keras file's Lambda layers, which are Python code (Keras' safe_mode "
+        "off): only for a file you trust",
+    )
+    parser.add_argument(
         "--input-size",
         type=input_size,
         default=None,
@@ -480,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        model = load_subject(args.model, args.output_layer, args.input_size)
+        model = load_subject(args.model, args.output_layer, args.input_size, args.trust_lambda_code)
         manifest = export(
             model,
             parse_labels(args.labels),

@@ -55,6 +55,7 @@ class KerasSubject:
         self.loader = loaded.loader if loaded else f"{framework.name} {framework.version}"
         self.loader_name = framework.name
         self.refused = loaded.refused if loaded else None
+        self.trust_lambda_code = loaded.trust_lambda_code if loaded else False
         image_index = image_input_index(self.model)
         self.height, self.width = served_size(self.model.inputs[image_index].shape, input_size)
         # Built for any size: layer shapes are known only by running the model at the size.
@@ -185,6 +186,7 @@ class SavedModelSubject:
         self.z_name = tensor.op.inputs[0].name if activation != "linear" else output.name
         self.loader = f"tensorflow {tf.__version__} (frozen SavedModel graph)"
         self.loader_name = "savedmodel"
+        self.trust_lambda_code = False
         self.refused = None
         skip = {"Const", "Identity", "Placeholder", "NoOp"}
         self.shapes = {
@@ -261,15 +263,23 @@ class SavedModelSubject:
 
 
 def load_subject(
-    path: str | Path, output_layer: str | None = None, input_size: tuple[int, int] | None = None
+    path: str | Path,
+    output_layer: str | None = None,
+    input_size: tuple[int, int] | None = None,
+    trust_lambda_code: bool = False,
 ) -> KerasSubject | SavedModelSubject:
     """A .keras/.h5 file (Keras 3, else tf_keras), a Keras 2 SavedModel (its layers, through
     tf_keras), or any other SavedModel directory (its frozen serving graph)."""
     path = Path(path)
+
+    def keras_subject() -> KerasSubject:
+        loaded = load_model_file(path, trust_lambda_code=trust_lambda_code)
+        return KerasSubject(loaded, output_layer, input_size)
+
     if path.is_dir() and (path / "saved_model.pb").exists():
         if (path / "keras_metadata.pb").exists():
             try:
-                return KerasSubject(load_model_file(path), output_layer, input_size)
+                return keras_subject()
             except ValueError:
                 pass  # layers that tf_keras cannot rebuild: the frozen graph still serves
         if output_layer:
@@ -280,4 +290,4 @@ def load_subject(
         if input_size:
             raise ValueError("--input-size needs a model with layers (.keras, .h5).")
         return SavedModelSubject(path)
-    return KerasSubject(load_model_file(path), output_layer, input_size)
+    return keras_subject()

@@ -323,6 +323,27 @@ def test_a_model_built_for_any_size_is_served_at_the_size_given(tmp_path, capsys
     np.testing.assert_allclose(got.gradients, want.gradients, rtol=1e-4, atol=1e-6)
 
 
+def test_lambda_code_is_loaded_only_when_trusted(tmp_path, capsys):
+    """A `.keras` file with a Python-lambda Lambda layer (older tutorials' preprocessing):
+    Keras will not run its code by default, so the exporter refuses and says how to trust
+    it; trusted, it exports, the manifest says so and the reference engine loads it alike."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Lambda(lambda t: t / 127.5 - 1.0, name="scale")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="late")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    source = tmp_path / "lambda.keras"
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(source)
+    args = [str(source), "--labels", "a,b", "--out", str(tmp_path / "out"), "--no-fitcheck"]
+
+    assert main(args) == 1
+    assert "if you trust the file, export it with --trust-lambda-code" in capsys.readouterr().err
+    assert main([*args, "--trust-lambda-code"]) == 0
+    lite, reference = LiteRTEngine(str(tmp_path / "out")), KerasEngine(str(tmp_path / "out"))
+    assert lite.manifest.raw["source"]["trust_lambda_code"] is True
+    tensor = dataset(4, 1, 32)[0].astype(np.float32)
+    np.testing.assert_allclose(lite.predict(tensor), reference.predict(tensor), atol=1e-5)
+
+
 def test_input_size_reads_a_side_or_height_x_width():
     assert input_size("224") == (224, 224) and input_size("256x192") == (256, 192)
     for bad in ("big", "4", "1x2x3"):

@@ -68,7 +68,11 @@ class KerasEngine:
         if not source.get("file"):
             raise ModelUnavailable("The keras engine needs the source model in the model dir.")
         try:
-            loaded = load_model_file(self.manifest.directory / source["file"], source.get("loader"))
+            loaded = load_model_file(
+                self.manifest.directory / source["file"],
+                source.get("loader"),
+                bool(source.get("trust_lambda_code")),  # as the exporter was told to
+            )
         except (OSError, ValueError) as exc:
             raise ModelUnavailable(f"The source model cannot be loaded: {exc}") from exc
         self.preprocessing = self.manifest.raw.get("preprocessing", "none")

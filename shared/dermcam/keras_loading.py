@@ -109,6 +109,7 @@ class LoadedModel:
     model: Any
     framework: Framework
     refused: str | None = None  # why Keras 3 refused the file, when tf_keras loaded it
+    trust_lambda_code: bool = False  # loaded with Keras' safe_mode off (Lambda layers' code)
 
     @property
     def loader(self) -> str:
@@ -119,9 +120,13 @@ def _is_keras2_savedmodel(path: Path) -> bool:
     return path.is_dir() and (path / "keras_metadata.pb").exists()
 
 
-def load_model_file(path: str | Path, loader: str | None = None) -> LoadedModel:
+def load_model_file(
+    path: str | Path, loader: str | None = None, trust_lambda_code: bool = False
+) -> LoadedModel:
     """Load a .keras/.h5 file (or a Keras 2 SavedModel) without compiling it. With no
-    `loader`, Keras 3 first and tf_keras when Keras 3 refuses; ValueError when neither can."""
+    `loader`, Keras 3 first and tf_keras when Keras 3 refuses; ValueError when neither can.
+    A `.keras` file's Python-lambda Lambda layers are code: Keras refuses them unless
+    `trust_lambda_code` (its safe_mode off), which only the file's owner can decide."""
     path = Path(path)
     if path.is_dir() and not _is_keras2_savedmodel(path):
         raise ValueError(f"{path} is a folder, not a Keras model file")
@@ -129,17 +134,26 @@ def load_model_file(path: str | Path, loader: str | None = None) -> LoadedModel:
         raise ValueError(f"{path} does not exist")
     order = [loader] if loader else (["tf_keras"] if path.is_dir() else list(LOADERS))
     refused: dict[str, str] = {}
+    lambda_code = False  # refused only for a Lambda layer's code (Keras' safe_mode)
     for name in order:
         if name not in LOADERS:
             raise ValueError(f"unknown loader {name!r}; use one of {', '.join(LOADERS)}")
         framework = Framework(name)
         try:
-            model = framework.module.models.load_model(path, compile=False)
+            model = framework.module.models.load_model(
+                path, compile=False, safe_mode=not trust_lambda_code
+            )
         except Exception as exc:  # noqa: BLE001 - each loader fails in its own ways
             refused[name] = f"{type(exc).__name__}: {_last_line(exc)}"
+            lambda_code |= "safe_mode" in str(exc)
             continue
-        return LoadedModel(model, framework, refused.get("keras"))
+        return LoadedModel(model, framework, refused.get("keras"), trust_lambda_code)
     reasons = "; ".join(f"{name} refused it ({why})" for name, why in refused.items())
+    if lambda_code and not trust_lambda_code:
+        reasons += (
+            ". It holds a Lambda layer whose Python code Keras will not run by default; if you "
+            "trust the file, export it with --trust-lambda-code"
+        )
     raise ValueError(f"{path.name} cannot be loaded: {reasons}")
 
 
