@@ -38,6 +38,7 @@ from model_store.gradients import builtin_gradients
 from model_store.subjects import Forward, KerasSubject, SavedModelSubject, load_subject
 
 SCORES = ("logit", "probability")
+CUSTOM_OBJECTS_FILE = "custom_objects.py"  # the model's own layers' code, kept beside it
 MAX_AUTO_TARGETS = 6  # candidates tried, last spatial layer first
 
 
@@ -253,6 +254,9 @@ def export(
             }
             if subject.trust_lambda_code:  # the reference engine must load it the same way
                 source_entry["trust_lambda_code"] = True
+            if subject.custom_objects_file:  # and with the code of the model's own layers
+                shutil.copyfile(subject.custom_objects_file, staging / CUSTOM_OBJECTS_FILE)
+                source_entry["custom_objects"] = CUSTOM_OBJECTS_FILE
         manifest = {
             "format": 1,
             "name": name,
@@ -414,6 +418,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, help="the model directory to write")
     parser.add_argument(
+        "--custom-objects",
+        default=None,
+        metavar="FILE.py",
+        help="a Python file defining the model's own layers and functions (its classes and "
+        "functions, or a dict named custom_objects); kept beside the model",
+    )
+    parser.add_argument(
         "--trust-lambda-code",
         action="store_true",
         help="load a .keras file's Lambda layers, which are Python code (Keras' safe_mode "
@@ -488,7 +499,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        model = load_subject(args.model, args.output_layer, args.input_size, args.trust_lambda_code)
+        model = load_subject(
+            args.model,
+            args.output_layer,
+            args.input_size,
+            args.trust_lambda_code,
+            args.custom_objects,
+        )
         manifest = export(
             model,
             parse_labels(args.labels),

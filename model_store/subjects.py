@@ -56,6 +56,7 @@ class KerasSubject:
         self.loader_name = framework.name
         self.refused = loaded.refused if loaded else None
         self.trust_lambda_code = loaded.trust_lambda_code if loaded else False
+        self.custom_objects_file = loaded.custom_objects_file if loaded else None
         image_index = image_input_index(self.model)
         self.height, self.width = served_size(self.model.inputs[image_index].shape, input_size)
         # Built for any size: layer shapes are known only by running the model at the size.
@@ -187,6 +188,7 @@ class SavedModelSubject:
         self.loader = f"tensorflow {tf.__version__} (frozen SavedModel graph)"
         self.loader_name = "savedmodel"
         self.trust_lambda_code = False
+        self.custom_objects_file = None
         self.refused = None
         skip = {"Const", "Identity", "Placeholder", "NoOp"}
         self.shapes = {
@@ -267,13 +269,14 @@ def load_subject(
     output_layer: str | None = None,
     input_size: tuple[int, int] | None = None,
     trust_lambda_code: bool = False,
+    custom_objects_file: str | Path | None = None,
 ) -> KerasSubject | SavedModelSubject:
     """A .keras/.h5 file (Keras 3, else tf_keras), a Keras 2 SavedModel (its layers, through
     tf_keras), or any other SavedModel directory (its frozen serving graph)."""
     path = Path(path)
 
     def keras_subject() -> KerasSubject:
-        loaded = load_model_file(path, trust_lambda_code=trust_lambda_code)
+        loaded = load_model_file(path, None, trust_lambda_code, custom_objects_file)
         return KerasSubject(loaded, output_layer, input_size)
 
     if path.is_dir() and (path / "saved_model.pb").exists():

@@ -17,6 +17,7 @@ tf_keras = pytest.importorskip("tf_keras")
 
 from dermcam.engine import LiteRTEngine  # noqa: E402
 from dermcam.keras_engine import KerasEngine, preprocess  # noqa: E402
+from dermcam.keras_loading import custom_objects_from  # noqa: E402
 from model_store import fitcheck, parity, specimens  # noqa: E402
 from model_store.export import main as export_main  # noqa: E402
 from model_store.synthetic import dataset  # noqa: E402
@@ -155,6 +156,52 @@ def test_both_functions_serve_the_export(exported, single_function):
         heatmap = answer.json()["heatmap"]
         assert heatmap["stored"] and len(heatmap["grid"]) > 1
         assert answer.json()["target"]["code"] == code
+
+
+CUSTOM_LAYERS = """
+import tensorflow as tf
+import tf_keras
+
+
+def swish(x):
+    return x * tf.sigmoid(x)
+
+
+class FixedDropout(tf_keras.layers.Dropout):  # as the `efficientnet` package defines it
+    def _get_noise_shape(self, inputs):
+        if self.noise_shape is None:
+            return self.noise_shape
+        shape = tf_keras.backend.shape(inputs)
+        return tuple(shape[a] if s is None else s for a, s in enumerate(self.noise_shape))
+"""
+
+
+def test_a_model_with_layers_of_its_own_exports_with_their_code(tmp_path, capsys):
+    """A tf.keras `.h5` built with the `efficientnet` package's FixedDropout and swish (how
+    many Kaggle ISIC models were made): refused with the advice to give their code; exported
+    with --custom-objects, which is kept beside the model for the reference engine."""
+    code = tmp_path / "layers.py"
+    code.write_text(CUSTOM_LAYERS)
+    own = custom_objects_from(code)
+    assert set(own) == {"swish", "FixedDropout"}
+    inputs = tf_keras.Input((32, 32, 3))
+    x = tf_keras.layers.Conv2D(8, 3, padding="same", activation=own["swish"], name="c1")(inputs)
+    x = own["FixedDropout"](0.2, noise_shape=(None, 1, 1, 1), name="drop")(x)
+    x = tf_keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="late")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    source = tmp_path / "model.h5"
+    tf_keras.Model(inputs, tf_keras.layers.Dense(2, activation="softmax")(x)).save(source)
+    out = tmp_path / "exported"
+    args = [str(source), "--labels", "a,b", "--out", str(out), "--no-fitcheck"]
+
+    assert export_main(args) == 1
+    assert "give their code with --custom-objects FILE.py" in capsys.readouterr().err
+    assert export_main([*args, "--custom-objects", str(code)]) == 0
+    lite, reference = LiteRTEngine(str(out)), KerasEngine(str(out))
+    assert lite.manifest.raw["source"]["custom_objects"] == "custom_objects.py"
+    assert (out / "custom_objects.py").read_text() == CUSTOM_LAYERS
+    tensor = _images(32, 1)[0]
+    np.testing.assert_allclose(lite.predict(tensor), reference.predict(tensor), atol=1e-5)
 
 
 def test_a_multi_output_model_names_its_candidates(tmp_path, capsys):

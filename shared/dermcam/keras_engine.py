@@ -72,6 +72,9 @@ class KerasEngine:
                 self.manifest.directory / source["file"],
                 source.get("loader"),
                 bool(source.get("trust_lambda_code")),  # as the exporter was told to
+                self.manifest.directory / source["custom_objects"]
+                if source.get("custom_objects")
+                else None,
             )
         except (OSError, ValueError) as exc:
             raise ModelUnavailable(f"The source model cannot be loaded: {exc}") from exc

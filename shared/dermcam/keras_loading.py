@@ -15,6 +15,7 @@ Imports TensorFlow: exporter, tests and the reference engine only.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ class LoadedModel:
     framework: Framework
     refused: str | None = None  # why Keras 3 refused the file, when tf_keras loaded it
     trust_lambda_code: bool = False  # loaded with Keras' safe_mode off (Lambda layers' code)
+    custom_objects_file: Path | None = None  # the code of the model's own layers, if any
 
     @property
     def loader(self) -> str:
@@ -121,13 +123,19 @@ def _is_keras2_savedmodel(path: Path) -> bool:
 
 
 def load_model_file(
-    path: str | Path, loader: str | None = None, trust_lambda_code: bool = False
+    path: str | Path,
+    loader: str | None = None,
+    trust_lambda_code: bool = False,
+    custom_objects_file: str | Path | None = None,
 ) -> LoadedModel:
     """Load a .keras/.h5 file (or a Keras 2 SavedModel) without compiling it. With no
     `loader`, Keras 3 first and tf_keras when Keras 3 refuses; ValueError when neither can.
     A `.keras` file's Python-lambda Lambda layers are code: Keras refuses them unless
-    `trust_lambda_code` (its safe_mode off), which only the file's owner can decide."""
+    `trust_lambda_code` (its safe_mode off), which only the file's owner can decide. A model
+    with layers or functions of its own (e.g. `FixedDropout` and `swish` of the `efficientnet`
+    package) needs their code: `custom_objects_file`, a Python file defining them."""
     path = Path(path)
+    custom_objects = custom_objects_from(custom_objects_file) if custom_objects_file else None
     if path.is_dir() and not _is_keras2_savedmodel(path):
         raise ValueError(f"{path} is a folder, not a Keras model file")
     if not path.exists():
@@ -135,26 +143,54 @@ def load_model_file(
     order = [loader] if loader else (["tf_keras"] if path.is_dir() else list(LOADERS))
     refused: dict[str, str] = {}
     lambda_code = False  # refused only for a Lambda layer's code (Keras' safe_mode)
+    unknown = False  # refused for a layer or function Keras does not know
     for name in order:
         if name not in LOADERS:
             raise ValueError(f"unknown loader {name!r}; use one of {', '.join(LOADERS)}")
         framework = Framework(name)
         try:
             model = framework.module.models.load_model(
-                path, compile=False, safe_mode=not trust_lambda_code
+                path, custom_objects, compile=False, safe_mode=not trust_lambda_code
             )
         except Exception as exc:  # noqa: BLE001 - each loader fails in its own ways
             refused[name] = f"{type(exc).__name__}: {_last_line(exc)}"
             lambda_code |= "safe_mode" in str(exc)
+            unknown |= "Unknown" in str(exc) or "Could not locate" in str(exc)
             continue
-        return LoadedModel(model, framework, refused.get("keras"), trust_lambda_code)
+        code = Path(custom_objects_file) if custom_objects_file else None
+        return LoadedModel(model, framework, refused.get("keras"), trust_lambda_code, code)
     reasons = "; ".join(f"{name} refused it ({why})" for name, why in refused.items())
     if lambda_code and not trust_lambda_code:
         reasons += (
             ". It holds a Lambda layer whose Python code Keras will not run by default; if you "
             "trust the file, export it with --trust-lambda-code"
         )
+    if unknown:
+        reasons += (
+            ". The model uses layers or functions of its own: give their code with "
+            "--custom-objects FILE.py (a Python file defining them)"
+        )
     raise ValueError(f"{path.name} cannot be loaded: {reasons}")
+
+
+def custom_objects_from(file: str | Path) -> dict[str, Any]:
+    """The classes and functions a Python file defines, by name (or its `custom_objects`
+    dict, when it has one), for Keras to rebuild the layers a model file names."""
+    file = Path(file)
+    spec = importlib.util.spec_from_file_location(f"dermcam_custom_{file.stem}", file)
+    if spec is None or spec.loader is None or not file.is_file():
+        raise ValueError(f"{file} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if isinstance(getattr(module, "custom_objects", None), dict):
+        return dict(module.custom_objects)
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and callable(value)
+        and getattr(value, "__module__", None) == module.__name__
+    }
 
 
 def _last_line(exc: BaseException) -> str:
