@@ -11,7 +11,8 @@ REQUIREMENTS := requirements-dev.txt functions/predict/requirements.txt function
 venv: $(STAMP)
 
 # The virtualenv is rebuilt whenever a requirements file changes. The project's own
-# packages (shared/dermcam, model_store, bench) are put on the path by a .pth file.
+# packages (shared/dermcam, model_store, harness, devstack, bench) are put on the path by a
+# .pth file.
 $(STAMP): $(REQUIREMENTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt

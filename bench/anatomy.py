@@ -19,15 +19,14 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import requests
 
-from devstack import stack as devstack
-from model_store import fitcheck, memgroup
+from harness import memgroup, servers, storage
+from model_store.fitting import load, runs
 
 MIB = memgroup.MIB
 
@@ -39,20 +38,21 @@ def server(
     engine: str,
     storage_url: str,
     log_dir: Path,
-    group: memgroup.MemoryGroup | None = None,
-) -> Iterator[tuple[requests.Session, str]]:
-    bucket = f"anatomy-{uuid.uuid4().hex[:8]}"
-    devstack.create_bucket(storage_url, bucket)
-    env = fitcheck.server_env(model_dir, engine, storage_url, bucket)
-    python, _ = fitcheck.server_python(engine)
-    with open(log_dir / f"{function}-{engine}.log", "ab") as log:
-        procs = [group.procs_file] if group else []
-        proc, url = fitcheck.spawn(function, env, procs, log, python)
-        try:
-            devstack.wait_until_up(url, 90, proc)  # a GET is refused (405): no model loaded
-            yield requests.Session(), url
-        finally:
-            devstack.kill_group(proc)
+    memory_mb: int | None = None,
+) -> Iterator[tuple[requests.Session, servers.Server]]:
+    running = load.start_server(
+        function,
+        model_dir,
+        log_dir / f"{function}-{engine}.log",
+        engine=engine,
+        storage_url=storage_url,
+        memory_mb=memory_mb,
+    )
+    try:
+        running.wait_up(90)  # a GET is refused (405): no model loaded
+        yield requests.Session(), running
+    finally:
+        running.stop()
 
 
 def _anonymous_mb(pid: int) -> float:
@@ -63,12 +63,11 @@ def _anonymous_mb(pid: int) -> float:
 
 
 def memory(function: str, model_dir: str, storage_url: str, log_dir: Path) -> list[dict]:
-    group = memgroup.MemoryGroup(fitcheck.BASELINE_MB)
-    plan = fitcheck.request_plan(31)
-    classes = fitcheck.class_count(model_dir)
+    plan = load.request_plan(31)
+    classes = load.class_count(model_dir)
     stages = []
 
-    def stage(name: str) -> None:
+    def stage(name: str, group: memgroup.MemoryGroup) -> None:
         stat = group.stat()
         stages.append(
             {
@@ -80,36 +79,36 @@ def memory(function: str, model_dir: str, storage_url: str, log_dir: Path) -> li
             }
         )
 
-    memgroup.drop_page_cache()
-    try:
-        with server(function, model_dir, "litert", storage_url, log_dir, group) as (session, url):
-            stage("server up, no model")
-            session.get(url, params={"warmup": "1"}, timeout=60)
-            stage("warmup: model loaded, one inference")
-            for i, upload in enumerate(plan[1:], start=1):
-                response = fitcheck.post_upload(session, url, upload, function, i % classes)
-                response.raise_for_status()
-                if i in (1, 2):
-                    stage(f"after request {i} ({upload.kind})")
-            stage(f"after {len(plan) - 1} requests")
-    finally:
-        fitcheck.wait_empty(group)
-        group.remove()
+    with server(function, model_dir, "litert", storage_url, log_dir, runs.BASELINE_MB) as (
+        session,
+        running,
+    ):
+        group, url = running.memory, running.url
+        stage("server up, no model", group)
+        session.get(url, params={"warmup": "1"}, timeout=60)
+        stage("warmup: model loaded, one inference", group)
+        for i, upload in enumerate(plan[1:], start=1):
+            response = load.post_upload(session, url, upload, function, i % classes)
+            response.raise_for_status()
+            if i in (1, 2):
+                stage(f"after request {i} ({upload.kind})", group)
+        stage(f"after {len(plan) - 1} requests", group)
     return stages
 
 
 def timing(model_dir: str, storage_url: str, log_dir: Path, count: int = 50) -> list[dict]:
-    small = [u for u in fitcheck.request_plan(count * 2) if u.kind == "small"][:count]
-    classes = fitcheck.class_count(model_dir)
+    small = [u for u in load.request_plan(count * 2) if u.kind == "small"][:count]
+    classes = load.class_count(model_dir)
     rows = []
     for function in ("predict", "gradcam"):
         for engine in ("litert", "keras"):
-            with server(function, model_dir, engine, storage_url, log_dir) as (session, url):
+            with server(function, model_dir, engine, storage_url, log_dir) as (session, running):
+                url = running.url
                 session.get(url, params={"warmup": "1"}, timeout=120)
                 round_trips, marks = [], {}
                 for i, upload in enumerate(small * 2):
                     begun = time.perf_counter()
-                    response = fitcheck.post_upload(session, url, upload, function, i % classes)
+                    response = load.post_upload(session, url, upload, function, i % classes)
                     response.raise_for_status()
                     round_trips.append((time.perf_counter() - begun) * 1000)
                     for name, value in response.json()["timing_ms"].items():
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print("needs the cgroup v1 memory controller (root)", file=sys.stderr)
         return 2
     log_dir = Path(tempfile.mkdtemp(prefix="anatomy-"))
-    with devstack.storage_emulator(log_dir) as storage_url:
+    with storage.storage_emulator(log_dir) as storage_url:
         if args.what == "memory":
             for row in memory(args.function, args.model_dir, storage_url, log_dir):
                 print(

@@ -39,8 +39,8 @@ def ensure(name: str, quantization: str = "none", log=print) -> Path:  # noqa: A
 
     from dermcam.keras_engine import preprocess
     from dermcam.keras_loading import load_model_file
-    from model_store.calibrate import calibrate_batchnorm, calibration_batch
-    from model_store.export import export
+    from model_store.demos.calibrate import calibrate_batchnorm, calibration_batch
+    from model_store.exporting.export import export
 
     labels = [{"code": code, "name": label} for code, label in CLASSES]
     if quantization != "none":  # the same weights as the float32 export

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,16 +32,9 @@ import numpy as np
 import requests
 from PIL import ExifTags, Image
 
+from devstack import browser as chromium
+
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHONE = {"width": 390, "height": 844}
 # name → (uplink kbit/s, downlink kbit/s, round-trip latency ms)
 LINKS = {"mobile": (1500, 9000, 150), "slow": (400, 400, 400)}
@@ -210,16 +202,16 @@ def baseline_frontend(commit: str, into: Path) -> Path:
 @contextmanager
 def page_server(root: Path):  # noqa: ANN201 - yields the page URL
     from devstack import stack as devstack
+    from harness import servers
 
-    port = devstack.free_port()
     log = open(Path(tempfile.mkdtemp()) / "page.log", "ab")  # noqa: SIM115
-    proc = devstack.start_page(port, "http://unused", "", log, root)  # config.js is routed
-    url = f"http://127.0.0.1:{port}"
+    # config.js is routed
+    server = devstack.start_page(servers.free_port(), "http://unused", "", log, root)
     try:
-        devstack.wait_until_up(url + "/", 20, proc)
-        yield url
+        servers.wait_until_up(server.url + "/", 20, server.proc)
+        yield server.url
     finally:
-        devstack.kill_group(proc)
+        server.stop()
         log.close()
 
 
@@ -319,9 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         "strategies": {},
     }
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium") or "chromium", args=CHROMIUM_FLAGS
-        )
+        browser = chromium.launch(playwright)
         for name, root in pages.items():
             with page_server(root) as page_url:
                 for link in LINKS:

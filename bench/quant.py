@@ -10,8 +10,8 @@ import numpy as np
 from bench import models
 from dermcam import cam
 from dermcam.engine import LiteRTEngine
-from model_store import fitcheck
-from model_store.parity import pearson
+from model_store.exporting.parity import pearson
+from model_store.fitting import runs
 from model_store.synthetic import dataset
 
 VARIANTS = ("float16", "dynamic-int8")
@@ -61,15 +61,15 @@ def measure(names: list[str], plan: list, storage_url: str, log_dir: Path) -> li
                 **agreement(reference, directory),
             }
             for function in ("predict", "gradcam"):
-                run = fitcheck.run_function(
+                run = runs.run_function(
                     function,
                     directory,
-                    fitcheck.BASELINE_MB,
+                    runs.BASELINE_MB,
                     plan,
                     "litert",
                     storage_url,
                     log_dir,
-                    cpu=fitcheck.WHOLE_CORE,
+                    cpu=runs.WHOLE_CORE,
                 )
                 row[function] = {
                     "peak_mb": run.peak_mb,

@@ -3,7 +3,7 @@
 Every run carries its configuration: the memory group's limit (80 % of the tier) and the vCPU
 share of its cpu group. A configuration fits when fitcheck's rule says so against the 2 GiB run
 with the same share; each function × engine is summarised at the configuration
-model_store.tiers recommends (cheapest that fits and meets the latency targets), beside its
+model_store.fitting.tiers recommends (cheapest that fits and meets the latency targets), beside its
 whole-core figures.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from model_store import tiers
-from model_store.fitcheck import BASELINE_MB, SLOWDOWN_LIMIT, WARM_BUDGET_S, WHOLE_CORE, Run
+from model_store.fitting import tiers
+from model_store.fitting.runs import BASELINE_MB, SLOWDOWN_LIMIT, WARM_BUDGET_S, WHOLE_CORE, Run
 
 
 def _fmt(value, digits: int = 0) -> str:  # noqa: ANN001
@@ -225,7 +225,7 @@ def markdown(results: dict) -> str:
         "the same vCPU share (so they differ only in memory). A run whose warm requests exceed "
         f"{WARM_BUDGET_S:.0f} s is stopped as thrashing. Cost: each request's measured round "
         "trip rounded up to 100 ms, billed as vCPU-seconds and GiB-seconds plus the request "
-        "fee at Cloud Run's request-based prices (model_store/tiers.py has them with their "
+        "fee at Cloud Run's request-based prices (model_store/fitting/tiers.py has them with their "
         "source), per 1,000 requests of this mix. The recommended configuration is the "
         f"cheapest that fits with warm p50 ≤ {tiers.MAX_WARM_P50_MS:g} ms and cold start ≤ "
         f"{tiers.MAX_COLD_START_S:g} s.",

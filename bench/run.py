@@ -5,7 +5,8 @@ one run, on this machine.
                         [--engines litert,keras] [--functions predict,gradcam]
                         [--tiers 128,256,512] [--warm 60] [--no-quant] [--no-startup]
 
-Each configuration runs at its memory limit and its vCPU share (model_store.fitcheck.explore):
+Each configuration runs at its memory limit and its vCPU share
+(model_store.fitting.exhaustive.explore):
 the whole-core run, each share's 2 GiB baseline, then the tiers from the smallest up, at the
 default share and the `--cpu` overrides, until a tier holds (1 GiB too when none of --tiers
 does). Then where a cold start's CPU goes against the code of b15beb7 (bench.startup). Writes
@@ -25,8 +26,8 @@ import tempfile
 from pathlib import Path
 
 from bench import models, quant, report, startup
-from devstack import stack as devstack
-from model_store import fitcheck, memgroup
+from harness import memgroup, storage
+from model_store.fitting import exhaustive, load, runs
 
 HERE = Path(__file__).resolve().parent
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--engines", default="litert,keras")
     parser.add_argument("--functions", default="predict,gradcam")
-    parser.add_argument("--tiers", default=",".join(map(str, fitcheck.TIERS_MB)))
+    parser.add_argument("--tiers", default=",".join(map(str, exhaustive.TIERS_MB)))
     parser.add_argument("--warm", type=int, default=60, help="warm requests per run")
     parser.add_argument("--no-quant", action="store_true", help="skip quantisation figures")
     parser.add_argument("--no-startup", action="store_true", help="skip the startup anatomy")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     print(f"preparing models: {', '.join(names)}", flush=True)
     dirs = {name: models.ensure(name) for name in names}
-    plan = fitcheck.request_plan(args.warm + 1)
+    plan = load.request_plan(args.warm + 1)
     results = {
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
@@ -104,24 +105,24 @@ def main(argv: list[str] | None = None) -> int:
         "startup": None,
     }
     log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
-    with devstack.storage_emulator(log_dir) as storage_url:
+    with storage.storage_emulator(log_dir) as storage_url:
         for name in names:
             for function in args.functions.split(","):
                 for engine in args.engines.split(","):
 
-                    def record(run: fitcheck.Run, name: str = name) -> None:
+                    def record(run: runs.Run, name: str = name) -> None:
                         row = {"model": name, **run.as_dict()}
                         results["runs"].append(row)
                         print(report.one_line(row), flush=True)
 
-                    fitcheck.explore(
+                    exhaustive.explore(
                         function,
                         dirs[name],
                         plan,
                         engine,
                         storage_url,
                         log_dir,
-                        (*tiers, *fitcheck.LARGER_TIERS_MB),
+                        (*tiers, *exhaustive.LARGER_TIERS_MB),
                         record,
                     )
         if not args.no_quant:

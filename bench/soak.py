@@ -23,14 +23,13 @@ import json
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import requests
 
-from devstack import stack as devstack
-from model_store import cpugroup, fitcheck, memgroup
+from harness import cpugroup, memgroup, storage
+from model_store.fitting import load
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {"predict": (128, 0.333), "gradcam": (256, 0.333)}  # deploy.sh's defaults
@@ -53,22 +52,23 @@ def slope_per_1000(points: list[tuple[int, float]], skip: float = 0.1) -> float 
 def soak(
     function: str, model_dir: Path, memory_mb: int, cpu: float, count: int, storage_url: str
 ) -> dict:
-    pool = fitcheck.request_plan(150)  # 100 small PNGs, 50 12-MP JPEGs, reused
-    memory, cpus = memgroup.MemoryGroup(memory_mb), cpugroup.CpuGroup(cpu)
-    bucket = f"soak-{uuid.uuid4().hex[:8]}"
-    devstack.create_bucket(storage_url, bucket)
-    env = fitcheck.server_env(model_dir, "litert", storage_url, bucket)
-    python, _ = fitcheck.server_python("litert")
-    log = open(Path(tempfile.mkdtemp(prefix="soak-")) / f"{function}.log", "ab")  # noqa: SIM115
-    memgroup.drop_page_cache()
-    proc, url = fitcheck.spawn(function, env, [memory.procs_file, *cpus.procs_files], log, python)
+    pool = load.request_plan(150)  # 100 small PNGs, 50 12-MP JPEGs, reused
+    server = load.start_server(
+        function,
+        model_dir,
+        Path(tempfile.mkdtemp(prefix="soak-")) / f"{function}.log",
+        storage_url=storage_url,
+        memory_mb=memory_mb,
+        cpu_share=cpu,
+    )
+    memory, url = server.memory, server.url
     session = requests.Session()
     rng = np.random.default_rng(3)
-    classes = fitcheck.class_count(model_dir)
+    classes = load.class_count(model_dir)
     points, errors, statuses, cached = [], 0, {}, 0
     started = time.perf_counter()
     try:
-        devstack.wait_until_up(url, 120, proc)
+        server.wait_up(120)
         session.get(url, params={"warmup": "1"}, timeout=120)
         for i in range(1, count + 1):
             upload = pool[int(rng.integers(len(pool)))]
@@ -111,14 +111,10 @@ def soak(
                         flush=True,
                     )
     finally:
-        cpu_s = cpus.usage_s()
-        devstack.kill_group(proc)
-        log.close()
+        cpu_s = server.cpu_s()
         oom = memory.oom_kills()
         peak = memory.peak_mb()
-        for group in (memory, cpus):
-            fitcheck.wait_empty(group)
-            group.remove()
+        server.stop()
     return {
         "function": function,
         "memory_mb": memory_mb,
@@ -168,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         print("needs the cgroup v1 memory and cpu controllers (root)", file=sys.stderr)
         return 2
     results = []
-    with tempfile.TemporaryDirectory() as tmp, devstack.storage_emulator(Path(tmp)) as storage:
+    with tempfile.TemporaryDirectory() as tmp, storage.storage_emulator(Path(tmp)) as url:
         for function in ("predict", "gradcam"):
             memory_mb, cpu = getattr(args, function)
-            row = soak(function, Path(args.model_dir), memory_mb, cpu, args.requests, storage)
+            row = soak(function, Path(args.model_dir), memory_mb, cpu, args.requests, url)
             results.append(row)
             print(
                 f"{function} at {memory_mb} MiB / {cpu:g} vCPU: {row['requests']} requests, "

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import requests
 
-from devstack import stack as devstack
-from model_store import cpugroup, fitcheck, memgroup
+from harness import storage
+from model_store.fitting import load
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = """import os
@@ -70,49 +70,37 @@ def probe(
     share: float | None = None,
 ) -> tuple[float, float]:
     """(seconds, CPU seconds) from spawn to the first answer of `request` (get, first, class)."""
-    group = cpugroup.CpuGroup(share)
-    bucket = f"startup-{uuid.uuid4().hex[:8]}"
-    devstack.create_bucket(storage_url, bucket)
-    env = fitcheck.server_env(code / "model_store/models/demo/1", "litert", storage_url, bucket)
-    env["PYTHONPATH"] = str(code / "shared")  # before the venv's own path to the repository
-    python, _ = fitcheck.server_python("litert")
-    log = open(Path(tempfile.mkdtemp()) / "probe.log", "ab")  # noqa: SIM115
-    command = [python, "-m", "functions_framework", "--target", function, "--source", str(source)]
-    port = devstack.free_port()
-    join = " && ".join(f"echo $$ > {path}" for path in group.procs_files)
-    memgroup.drop_page_cache()
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        ["/bin/sh", "-c", f'{join} && exec "$@"', "sh", *command, "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    server = load.start_server(
+        function,
+        code / "model_store/models/demo/1",
+        Path(tempfile.mkdtemp()) / "probe.log",
+        storage_url=storage_url,
+        # the checkout's own package, before the venv's own path to the repository
+        env={"PYTHONPATH": str(code / "shared")},
+        source=source,
+        cpu_share=share,
+        count_cpu=True,
     )
-    url = f"http://127.0.0.1:{port}"
-    upload = fitcheck.request_plan(1)[0]
+    upload = load.request_plan(1)[0]
     session = requests.Session()
     try:
         while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{source} exited with {proc.returncode}")
+            if not server.alive():
+                raise RuntimeError(f"{source} exited with {server.proc.returncode}")
             try:
                 if request == "get":
-                    answer = session.get(url, timeout=60)
+                    answer = session.get(server.url, timeout=60)
                 else:
                     target = 3 if request == "class" else None
-                    answer = fitcheck.post_upload(session, url, upload, function, target)
+                    answer = load.post_upload(session, server.url, upload, function, target)
             except requests.ConnectionError:
                 time.sleep(0.005)
                 continue
             if answer.status_code < 500:
                 break
-        return time.perf_counter() - started, group.usage_s()
+        return time.perf_counter() - server.started, server.cpu_s()
     finally:
-        devstack.kill_group(proc)
-        log.close()
-        fitcheck.wait_empty(group)
-        group.remove()
+        server.stop()
 
 
 def layers(code: Path, function: str, tmp: Path) -> list[tuple[str, Path, str]]:
@@ -138,7 +126,7 @@ def measure(baseline: str, runs: int, share: float) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="startup-"))
     codes = {"today": ROOT, baseline: checkout(baseline, tmp / baseline)}
     results: dict = {"runs": runs, "share": share, "rows": []}
-    with devstack.storage_emulator(tmp) as storage_url:
+    with storage.storage_emulator(tmp) as storage_url:
         for function in ("predict", "gradcam"):
             for version, code in codes.items():
                 for name, source, request in layers(code, function, tmp):

@@ -72,8 +72,8 @@ def build(family: str, form: str, head: str):  # noqa: ANN201 - a keras.Model
     import tensorflow as tf
 
     from dermcam.keras_engine import preprocess
-    from model_store.calibrate import calibrate_batchnorm, calibration_batch
-    from model_store.specimens import HEADS
+    from model_store.demos.calibrate import calibrate_batchnorm, calibration_batch
+    from model_store.demos.specimens import HEADS
 
     mode, size = FAMILIES[family]
     factory = getattr(keras.applications, family)
@@ -115,7 +115,8 @@ def labels_for(head: str) -> list[dict[str, str]]:
 
 def export_one(family: str, form: str, head: str, out: Path) -> dict:
     """Build and export one model in this process; the row for the table."""
-    from model_store.export import ExportError, export
+    from model_store.exporting.errors import ExportError
+    from model_store.exporting.export import export
 
     row: dict = {"family": family, "form": form, "head": head, "size": FAMILIES[family][1]}
     started = time.perf_counter()
@@ -201,9 +202,9 @@ def _failure(family: str, form: str, head: str, reason: str, started: float) -> 
 def fitcheck_row(row: dict, warm: int) -> None:
     """The smallest memory tier each function fits, at a whole vCPU (the memory question;
     the vCPU each would want is the full fit check's, `make fitcheck`)."""
-    from model_store import fitcheck
+    from model_store.fitting import exhaustive
 
-    report = fitcheck.check_with_storage(ROOT / row["dir"], warm=warm, cpus=(1.0,))
+    report = exhaustive.check_with_storage(ROOT / row["dir"], warm=warm, cpus=(1.0,))
     row["fit"] = {
         function: {
             "tier_mb": result["tier_mb"],

@@ -24,14 +24,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from devstack import invoker
-from devstack import stack as devstack
 from devstack.localcloud import Cloud, CloudError, Request, Response, etag, operation
+from harness import servers
 
 PREFIX = r"/v2/projects/(?P<project>[^/]+)/locations/(?P<region>[^/]+)"
 HEAVY = ("tensorflow", "tf-nightly", "tf-keras", "keras", "torch", "jax")  # and their -cpu etc.
 RUNTIMES = ("python310", "python311", "python312", "python313")
 # function name → its running revision: the server process and its cgroups
-_processes: dict[str, tuple[subprocess.Popen, list]] = {}
+_processes: dict[str, servers.Server] = {}
 # function name → its front door: one URL for the function's life, whatever revision serves
 _frontends: dict[str, Frontend] = {}
 
@@ -239,12 +239,12 @@ def _build_and_run(cloud: Cloud, name: str, op_name: str) -> None:
                 ],
                 "pip install -r requirements.txt",
             )
-        url, proc, groups = _start(cloud, function, src, venv, home)
+        url, server = _start(cloud, function, src, venv, home)
     except BuildError as exc:
         _fail(cloud, name, op_name, str(exc))
         return
     old = _processes.get(name)
-    _processes[name] = (proc, groups)
+    _processes[name] = server
     project_region = name.rsplit("/functions/", 1)[0]
     service_name = f"{project_region}/services/{short}"  # gen2: the Cloud Run service
     if name not in _frontends:
@@ -252,11 +252,17 @@ def _build_and_run(cloud: Cloud, name: str, op_name: str) -> None:
     frontend = _frontends[name]
     frontend.target = url  # the new revision takes the traffic, then the old one stops
     if old is not None:
-        _stop(*old)
+        old.stop()
     cloud.put(
         "revisions",
         revision,
-        {"function": name, "pid": proc.pid, "url": url, "created": _now(), "venv": str(venv)},
+        {
+            "function": name,
+            "pid": server.proc.pid,
+            "url": url,
+            "created": _now(),
+            "venv": str(venv),
+        },
     )
     url = frontend.url
     service = {
@@ -314,12 +320,10 @@ def _memory_mb(value: str) -> int:
 
 def _start(
     cloud: Cloud, function: dict, src: Path, venv: Path, home: Path
-) -> tuple[str, subprocess.Popen, list]:
-    from model_store import cpugroup, memgroup
-
+) -> tuple[str, servers.Server]:
     service = function.get("serviceConfig", {})
     build = function.get("buildConfig", {})
-    port = devstack.free_port()
+    port = servers.free_port()
     env = {
         "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
         "HOME": str(home),
@@ -332,54 +336,38 @@ def _start(
         **build.get("environmentVariables", {}),
         **service.get("environmentVariables", {}),
     }
-    procs, groups = [], []
-    if memgroup.available():
-        groups.append(memgroup.MemoryGroup(_memory_mb(service.get("availableMemory", "256Mi"))))
-        procs.append(groups[-1].procs_file)
-    if cpugroup.available() and service.get("availableCpu"):
-        groups.append(cpugroup.CpuGroup(float(service["availableCpu"])))
-        procs.extend(groups[-1].procs_files)
     command = [
         str(venv / "bin" / "functions-framework"),
         "--target",
         build.get("entryPoint", ""),
         "--host",
-        "127.0.0.1",
+        servers.HOST,
         "--port",
         str(port),
     ]
-    join = " && ".join(f"echo $$ > {p}" for p in procs) or "true"
-    log = open(home / "function.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        ["/bin/sh", "-c", f'{join} && exec "$@"', "sh", *command],
-        cwd=src,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    cpu = service.get("availableCpu")
+    with open(home / "function.log", "ab") as log:
+        server = servers.start(
+            command,
+            f"http://{servers.HOST}:{port}",
+            env=env,
+            log=log,
+            cwd=src,
+            memory_mb=_memory_mb(service.get("availableMemory", "256Mi")),
+            cpu_share=float(cpu) if cpu else None,
+        )
     try:
-        devstack.wait_until_up(url, 120, proc)
+        server.wait_up(120)
     except RuntimeError as exc:
-        _stop(proc, groups)
+        server.stop()
         tail = (home / "function.log").read_text(errors="replace").strip().splitlines()[-3:]
         raise BuildError(f"the function did not start: {exc}; {' | '.join(tail)}") from exc
-    return url, proc, groups
-
-
-def _stop(proc: subprocess.Popen, groups: list) -> None:
-    from model_store.fitcheck import wait_empty
-
-    devstack.kill_group(proc)
-    for group in groups:
-        wait_empty(group)
-        group.remove()
+    return server.url, server
 
 
 def stop_all(cloud: Cloud) -> None:
-    for proc, groups in list(_processes.values()):
-        _stop(proc, groups)
+    for server in list(_processes.values()):
+        server.stop()
     _processes.clear()
     for frontend in _frontends.values():
         frontend.server.shutdown()

@@ -31,8 +31,10 @@ from pathlib import Path
 import requests
 from PIL import Image
 
+from devstack import browser as chromium
 from devstack import cloudapis, cloudfunctions, localcloud
-from devstack import stack as devstack
+from harness import servers
+from harness import storage as emulator
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "dermcam-rehearsal"
@@ -126,14 +128,10 @@ def open_page(page_url: str, folder: Path) -> dict:
     """The published page, in Chromium: a photo in, the heatmap shown."""
     from playwright.sync_api import sync_playwright
 
-    from bench.phone import CHROMIUM_FLAGS
-
     picture = folder / "lesion.jpg"
     picture.write_bytes(photo())
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium") or "chromium", args=CHROMIUM_FLAGS
-        )
+        browser = chromium.launch(playwright)
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -181,11 +179,10 @@ def rehearse(state: Path, clock: float, runs: int, fresh: bool, private: bool = 
     if fresh:
         shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True, exist_ok=True)
-    storage_port = devstack.free_port()
     storage_log = open(state / "storage.log", "ab")  # noqa: SIM115
-    storage = devstack.start_storage(storage_port, storage_log, state / "storage")
-    storage_url = f"http://127.0.0.1:{storage_port}"
-    devstack.wait_until_up(f"{storage_url}/storage/v1/b", 20, storage)
+    storage = emulator.start_storage(servers.free_port(), storage_log, state / "storage")
+    storage_url = storage.url
+    emulator.wait_storage(storage)
     cloud = localcloud.Cloud(state / "cloud", storage_url, clock)
     cloudapis.install(cloud)
     cloudfunctions.install(cloud)
@@ -236,7 +233,7 @@ def rehearse(state: Path, clock: float, runs: int, fresh: bool, private: bool = 
     finally:
         server.shutdown()
         cloudfunctions.stop_all(cloud)
-        devstack.kill_group(storage)
+        storage.stop()
         storage_log.close()
 
 

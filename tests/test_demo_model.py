@@ -3,7 +3,7 @@
 import pytest
 
 from dermcam.engine import LiteRTEngine
-from model_store.evaluate import evaluate
+from model_store.evaluation.evaluate import evaluate
 from model_store.synthetic import dataset
 
 

@@ -119,7 +119,7 @@ def test_missing_gcloud(deploy):
 
 
 def test_staged_folders_run_under_functions_framework(deploy, stack, lesion_png):
-    from devstack import stack as devstack
+    from harness import servers
 
     done, _ = deploy("--dry-run")
     assert done.returncode == 0, done.stderr
@@ -141,19 +141,18 @@ def test_staged_folders_run_under_functions_framework(deploy, stack, lesion_png)
         ).stdout
         assert found.startswith(str(staged))
 
-    urls, procs = {}, []
+    urls, started = {}, []
     try:
         for name in ("predict", "gradcam"):
-            port = devstack.free_port()
-            env = devstack.function_env(stack.storage_url, stack.bucket, {"DERMCAM_MODEL_DIR": ""})
+            env = servers.function_env(stack.storage_url, stack.bucket, {"DERMCAM_MODEL_DIR": ""})
             log = open(deploy.build / f"{name}.log", "ab")
-            procs.append(
-                devstack.start_function(
-                    name, port, env, log, source=deploy.build / name / "main.py"
+            started.append(
+                servers.start_function(
+                    name, env=env, log=log, source=deploy.build / name / "main.py"
                 )
             )
-            urls[name] = f"http://127.0.0.1:{port}"
-            devstack.wait_until_up(urls[name], 60, procs[-1])
+            urls[name] = started[-1].url
+            started[-1].wait_up(60)
         files = {"image": ("lesion.png", lesion_png)}
         predicted = requests.post(urls["predict"], files=files, timeout=60).json()
         assert predicted["top"]["code"] == "mel" and predicted["model"]["demo"] is True
@@ -162,6 +161,4 @@ def test_staged_folders_run_under_functions_framework(deploy, stack, lesion_png)
         assert explained["target"]["code"] == "mel" and explained["heatmap"]["stored"] is True
         assert requests.get(explained["heatmap"]["url"], timeout=10).status_code == 200
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=10)
+        servers.stop_all(started)

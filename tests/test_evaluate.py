@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from model_store import metrics
+from model_store.evaluation import metrics
 from model_store.synthetic import write_folder
 
 
@@ -115,14 +115,14 @@ def test_evaluate_a_folder_end_to_end(folder, demo_model_dir, tmp_path):
     probe = [
         sys.executable,
         "-c",
-        "import sys, model_store.evaluate, model_store.sanity, "
-        "model_store.evaluation_report; print('tensorflow' in sys.modules)",
+        "import sys, model_store.evaluate, model_store.evaluation.sanity, "
+        "model_store.evaluation.report; print('tensorflow' in sys.modules)",
     ]
     assert subprocess.run(probe, capture_output=True, text=True).stdout.strip() == "False"
 
 
 def test_labels_by_name_with_a_map_and_unknown_ones_left_out(folder, demo_model_dir, tmp_path):
-    from model_store.evaluate import class_mapping, find_items, read_labels
+    from model_store.evaluation.folder import class_mapping, find_items, read_labels
 
     csv = tmp_path / "labels.csv"
     lines = (folder / "labels.csv").read_text().splitlines()

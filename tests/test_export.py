@@ -18,9 +18,12 @@ from dermcam import cam  # noqa: E402
 from dermcam.engine import LiteRTEngine  # noqa: E402
 from dermcam.keras_engine import KerasEngine, preprocess  # noqa: E402
 from dermcam.keras_loading import load_model_file  # noqa: E402
-from model_store import parity  # noqa: E402
-from model_store.calibrate import calibrate_batchnorm, calibration_batch  # noqa: E402
-from model_store.export import ExportError, export, input_size, main, parse_labels  # noqa: E402
+from model_store.demos.calibrate import calibrate_batchnorm, calibration_batch  # noqa: E402
+from model_store.exporting import parity  # noqa: E402
+from model_store.exporting.cli import input_size, main  # noqa: E402
+from model_store.exporting.errors import ExportError  # noqa: E402
+from model_store.exporting.export import export  # noqa: E402
+from model_store.exporting.labels import parse_labels  # noqa: E402
 from model_store.synthetic import CLASSES, dataset  # noqa: E402
 
 SIZE = 96

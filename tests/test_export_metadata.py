@@ -16,9 +16,9 @@ from test_metadata import ISSUE_SCHEMA  # noqa: E402
 from dermcam.engine import LiteRTEngine  # noqa: E402
 from dermcam.keras_engine import KerasEngine  # noqa: E402
 from dermcam.metadata import parse_schema  # noqa: E402
-from model_store import parity  # noqa: E402
-from model_store.calibrate import calibrate_batchnorm, calibration_batch  # noqa: E402
-from model_store.export import main as export_main  # noqa: E402
+from model_store.demos.calibrate import calibrate_batchnorm, calibration_batch  # noqa: E402
+from model_store.exporting import parity  # noqa: E402
+from model_store.exporting.cli import main as export_main  # noqa: E402
 
 SIZE = 64
 

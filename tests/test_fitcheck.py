@@ -6,7 +6,10 @@ import sys
 
 import pytest
 
-from model_store import cpugroup, fitcheck, memgroup, tiers
+from harness import cpugroup, memgroup, servers
+from model_store.fitting import cli as fit_cli
+from model_store.fitting import load, runs, tiers
+from model_store.fitting import report as fit_report
 
 pytestmark = pytest.mark.skipif(
     not (memgroup.available() and cpugroup.available()), reason="needs cgroup v1 controllers"
@@ -15,7 +18,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def plan():
-    return fitcheck.request_plan(7)
+    return load.request_plan(7)
 
 
 def test_plan_mixes_small_pngs_and_large_jpegs(plan):
@@ -25,7 +28,7 @@ def test_plan_mixes_small_pngs_and_large_jpegs(plan):
 
 
 def test_predict_fits_its_tier_at_its_cpu_share(demo_model_dir, plan, tmp_path):
-    run = fitcheck.run_function(
+    run = runs.run_function(
         "predict", demo_model_dir, 204, plan, log_dir=tmp_path, cpu=0.5, tier_mb=256
     )
     assert run.cgroup and run.answered and run.errors == 0 and run.oom_kills == 0
@@ -46,13 +49,13 @@ def test_a_cpu_share_is_enforced_and_counted():
         )
         used = group.usage_s()
     finally:
-        fitcheck.wait_empty(group)
+        servers.wait_empty(group)
         group.remove()
     assert 0.1 < used < 0.5, used  # a whole second of spinning, a quarter of it on the CPU
 
 
 def test_gradcam_with_storage_fits_its_tier(demo_model_dir, plan, stack, tmp_path):
-    run = fitcheck.run_function(
+    run = runs.run_function(
         "gradcam", demo_model_dir, 256, plan, storage_url=stack.storage_url, log_dir=tmp_path
     )
     assert run.answered and run.errors == 0 and run.oom_kills == 0
@@ -61,14 +64,14 @@ def test_gradcam_with_storage_fits_its_tier(demo_model_dir, plan, stack, tmp_pat
 
 
 def test_a_thrashing_run_is_stopped_and_does_not_fit(demo_model_dir, plan, tmp_path, monkeypatch):
-    monkeypatch.setattr(fitcheck, "WARM_BUDGET_S", 0.0)  # every run is over this budget
-    run = fitcheck.run_function("predict", demo_model_dir, 256, plan, log_dir=tmp_path)
+    monkeypatch.setattr(runs, "WARM_BUDGET_S", 0.0)  # every run is over this budget
+    run = runs.run_function("predict", demo_model_dir, 256, plan, log_dir=tmp_path)
     assert run.answered and not run.complete and "stopped" in run.note
     assert run.requests < len(plan) - 1 and not run.fits(baseline=None)
 
 
 def test_a_tier_too_small_is_reported_not_hidden(demo_model_dir, plan, tmp_path):
-    run = fitcheck.run_function(
+    run = runs.run_function(
         "predict", demo_model_dir, 24, plan, log_dir=tmp_path, cold_timeout_s=10
     )
     assert not run.fits(baseline=None)
@@ -77,7 +80,7 @@ def test_a_tier_too_small_is_reported_not_hidden(demo_model_dir, plan, tmp_path)
 
 def test_fit_needs_the_baseline_speed():
     def run(limit, p50, **extra):
-        return fitcheck.Run(
+        return runs.Run(
             "predict",
             "litert",
             limit,
@@ -94,13 +97,13 @@ def test_fit_needs_the_baseline_speed():
     assert not run(128, 20.0).fits(base)  # 2× slower than unconstrained: thrashing, not a fit
     assert not run(128, 10.0, oom_kills=1).fits(base)
     assert not run(128, 10.0, errors=1).fits(base)
-    assert not fitcheck.Run("predict", "litert", 128, True).fits(base)  # never answered
+    assert not runs.Run("predict", "litert", 128, True).fits(base)  # never answered
 
 
 def test_cli_measures_configurations_and_recommends_one(demo_model_dir, tmp_path, capsys):
     report_file = tmp_path / "fit.json"
     args = ["--functions", "predict", "--warm", "4", "--tiers", "256", "--cpus", "0.5,1"]
-    assert fitcheck.main([str(demo_model_dir), *args, "--json", str(report_file)]) == 0
+    assert fit_cli.main([str(demo_model_dir), *args, "--json", str(report_file)]) == 0
     printed = capsys.readouterr().out
     report = json.loads(report_file.read_text())["predict"]
     # the whole core, the 0.5 share's 2 GiB baseline, then 256 MiB at 0.5 and at 1 vCPU
@@ -110,7 +113,7 @@ def test_cli_measures_configurations_and_recommends_one(demo_model_dir, tmp_path
         (204, 256, 1.0),
     ]
     assert all(r["peak_mb"] <= 204 and r["oom_kills"] == 0 for r in report["runs"])
-    best, others = fitcheck.recommendation(report)
+    best, others = fit_report.recommendation(report)
     options = [best, *others] if best else others
     assert {(o.memory_mb, o.cpu) for o in options} == {(256, 0.5), (256, 1.0)}
     tier = f"{report['tier_mb']} MiB" if report["tier_mb"] else "none up to 1024 MiB"
@@ -121,12 +124,12 @@ def test_cli_measures_configurations_and_recommends_one(demo_model_dir, tmp_path
 
 
 def test_a_function_failing_on_a_whole_core_is_not_blamed_on_memory():
-    whole = fitcheck.Run("gradcam", "litert", fitcheck.BASELINE_MB, True, cpu=1.0)
+    whole = runs.Run("gradcam", "litert", runs.BASELINE_MB, True, cpu=1.0)
     whole.cold_start_s, whole.requests, whole.errors, whole.complete = 1.1, 3, 3, False
     whole.note = "stopped after 3 failures in a row (last: HTTP 422, small)"
     report = {"gradcam": {"tier_mb": None, "cgroup": True, "whole_core": whole.as_dict()}}
     report["gradcam"]["options"] = []
-    printed = fitcheck.describe(report)
+    printed = fit_report.describe(report)
     assert "fits none up to 1024 MiB" in printed
     assert "failed at 2 GiB on a whole core too (stopped after 3 failures" in printed
     assert "not a matter of memory" in printed

@@ -331,7 +331,7 @@ def test_storage_frozen_then_killed_gives_inline_heatmaps(single_function, lesio
     first = encode(lesion_rgb.rotate(180), "PNG")
     assert post_multipart(url, first).json()["heatmap"]["stored"] is True
 
-    os.killpg(storage.pid, signal.SIGSTOP)  # frozen: connections hang
+    os.killpg(storage.proc.pid, signal.SIGSTOP)  # frozen: connections hang
     try:
         started = time.monotonic()
         body = post_multipart(url, encode(lesion_rgb.rotate(270), "PNG")).json()
@@ -340,11 +340,11 @@ def test_storage_frozen_then_killed_gives_inline_heatmaps(single_function, lesio
         assert body["heatmap"]["stored"] is False and body["heatmap"]["object"] is None
         assert fetch_png(body["heatmap"]["url"]).has_transparency_data
     finally:
-        os.killpg(storage.pid, signal.SIGCONT)
+        os.killpg(storage.proc.pid, signal.SIGCONT)
     time.sleep(2.5)  # past the back-off: storage is tried again
     assert post_multipart(url, first).json()["heatmap"]["cached"] is True
 
-    os.killpg(storage.pid, signal.SIGKILL)  # dead: connections refused
+    os.killpg(storage.proc.pid, signal.SIGKILL)  # dead: connections refused
     started = time.monotonic()
     body = post_multipart(
         url, encode(lesion_rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "PNG")

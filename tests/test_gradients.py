@@ -8,8 +8,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from model_store.convert import to_tflite  # noqa: E402
-from model_store.gradients import builtin_gradients  # noqa: E402
+from model_store.exporting.graph.convert import to_tflite  # noqa: E402
+from model_store.exporting.graph.gradients import builtin_gradients  # noqa: E402
 
 SHAPE = (1, 11, 13, 4)  # odd sizes: SAME padding is uneven
 

@@ -21,8 +21,7 @@ import requests
 from PIL import Image
 
 from conftest import encode
-from devstack import stack as devstack
-from model_store import fitcheck, memgroup
+from harness import memgroup, servers, storage
 
 TIER_MB = 256
 
@@ -203,22 +202,18 @@ def bucket_objects(storage_url: str, bucket: str) -> set[str]:
 def tiered_gradcam(stack, tmp_path_factory):
     """gradcam in a 256 MiB cgroup (where the controller is available) with its own bucket."""
     bucket = "hardening"
-    devstack.create_bucket(stack.storage_url, bucket)
-    group = memgroup.MemoryGroup(TIER_MB) if memgroup.available() else None
+    storage.create_bucket(stack.storage_url, bucket)
     log = open(tmp_path_factory.mktemp("hardening") / "gradcam.log", "ab")
-    proc, url = fitcheck.spawn(
+    server = servers.start_function(
         "gradcam",
-        devstack.function_env(stack.storage_url, bucket),
-        [group.procs_file] if group else [],
-        log,
+        env=servers.function_env(stack.storage_url, bucket),
+        log=log,
+        memory_mb=TIER_MB if memgroup.available() else None,
     )
-    devstack.wait_until_up(url, 60, proc)
-    requests.get(url, params={"warmup": "1"}, timeout=60)  # storage ready, as kept warm
-    yield url, group, bucket
-    devstack.kill_group(proc)
-    if group is not None:
-        fitcheck.wait_empty(group)
-        group.remove()
+    server.wait_up(60)
+    requests.get(server.url, params={"warmup": "1"}, timeout=60)  # storage ready, as kept warm
+    yield server.url, server.memory, bucket
+    server.stop()
     log.close()
 
 

@@ -18,8 +18,10 @@ tf_keras = pytest.importorskip("tf_keras")
 from dermcam.engine import LiteRTEngine  # noqa: E402
 from dermcam.keras_engine import KerasEngine, preprocess  # noqa: E402
 from dermcam.keras_loading import custom_objects_from  # noqa: E402
-from model_store import fitcheck, parity, specimens  # noqa: E402
-from model_store.export import main as export_main  # noqa: E402
+from model_store.demos import specimens  # noqa: E402
+from model_store.exporting import parity  # noqa: E402
+from model_store.exporting.cli import main as export_main  # noqa: E402
+from model_store.fitting import load, runs  # noqa: E402
 from model_store.synthetic import dataset  # noqa: E402
 
 # name → (build(tmp) → (model path, labels argument), preprocessing, expected head kind)
@@ -113,8 +115,8 @@ def test_the_fit_check_measures_a_two_class_model(exported, tmp_path):
     """It asks gradcam for each class the model has in turn (it once cycled the demo's seven,
     so every binary model "fit" no configuration: each request past the second was a 422)."""
     _, out, _ = exported
-    plan = fitcheck.request_plan(7)
-    run = fitcheck.run_function("gradcam", out, fitcheck.BASELINE_MB, plan, log_dir=tmp_path)
+    plan = load.request_plan(7)
+    run = runs.run_function("gradcam", out, runs.BASELINE_MB, plan, log_dir=tmp_path)
     assert run.answered and run.complete, run.note
     assert run.requests == len(plan) - 1 and run.errors == 0
     assert run.fits(baseline=None)

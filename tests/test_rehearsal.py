@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from devstack import cloudapis, cloudfunctions, localcloud
-from devstack import stack as devstack
+from harness import servers, storage
 
 pytestmark = pytest.mark.skipif(
     shutil.which("gcloud") is None, reason="the Google Cloud CLI is not on this machine"
@@ -114,12 +114,10 @@ def test_private_functions_refuse_anonymous_callers_and_let_the_scheduler_in(reh
 
 @pytest.fixture
 def cloud(tmp_path):
-    port = devstack.free_port()
     log = open(tmp_path / "storage.log", "ab")
-    storage = devstack.start_storage(port, log)
-    url = f"http://127.0.0.1:{port}"
-    devstack.wait_until_up(f"{url}/storage/v1/b", 20, storage)
-    local = localcloud.Cloud(tmp_path / "cloud", url)
+    emulator = storage.start_storage(servers.free_port(), log)
+    storage.wait_storage(emulator)
+    local = localcloud.Cloud(tmp_path / "cloud", emulator.url)
     cloudapis.install(local, disabled=("cloudscheduler.googleapis.com",))
     cloudfunctions.install(local)
     server = localcloud.serve(local)
@@ -127,7 +125,7 @@ def cloud(tmp_path):
     yield local, env, tmp_path
     server.shutdown()
     cloudfunctions.stop_all(local)
-    devstack.kill_group(storage)
+    emulator.stop()
     log.close()
 
 

@@ -7,8 +7,7 @@ import pytest
 import requests
 
 from dermcam import telemetry
-from devstack import stack as devstack
-from model_store import cpugroup, fitcheck, memgroup
+from harness import cpugroup, memgroup, servers
 
 MIB = 1024 * 1024
 
@@ -53,19 +52,16 @@ def test_warmup_reports_the_real_cgroup_of_its_server(stack, tmp_path):
     """gradcam in a real 256 MiB memory group and a 0.5 vCPU cpu group on this machine."""
     if not (memgroup.available() and cpugroup.available()):
         pytest.skip("needs cgroup v1 controllers")
-    memory, cpu = memgroup.MemoryGroup(256), cpugroup.CpuGroup(0.5)
-    env = devstack.function_env(stack.storage_url, stack.bucket)
+    env = servers.function_env(stack.storage_url, stack.bucket)
     with open(tmp_path / "gradcam.log", "ab") as log:
-        proc, url = fitcheck.spawn("gradcam", env, [memory.procs_file, *cpu.procs_files], log)
+        server = servers.start_function("gradcam", env=env, log=log, memory_mb=256, cpu_share=0.5)
     try:
-        devstack.wait_until_up(url, 60, proc)
-        report = requests.get(url, params={"warmup": "1"}, timeout=60).json()["memory"]
-        group_usage = int((memory.path / "memory.usage_in_bytes").read_text()) / MIB
+        server.wait_up(60)
+        report = requests.get(server.url, params={"warmup": "1"}, timeout=60).json()["memory"]
+        usage = server.memory.path / "memory.usage_in_bytes"
+        group_usage = int(usage.read_text()) / MIB
     finally:
-        devstack.kill_group(proc)
-        for group in (memory, cpu):
-            fitcheck.wait_empty(group)
-            group.remove()
+        server.stop()
     box = report["container"]
     assert box["limit_mb"] == 256.0 and box["cpu_limit"] == 0.5
     assert abs(box["usage_mb"] - group_usage) < 20  # read moments apart

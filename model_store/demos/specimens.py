@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from model_store.calibrate import calibrate_batchnorm, calibration_batch
+from model_store.demos.calibrate import calibrate_batchnorm, calibration_batch
 
 TEACHABLE_LABELS = ("Benign", "Malignant")
 # head kind → (units for n classes, activation)

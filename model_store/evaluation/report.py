@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dermcam import cam, render
-from model_store import metrics
+from model_store.evaluation import metrics
 
 LOCALISATION = ["pointing_game", "energy_pointing_game", *(f"iou@{x}" for x in metrics.IOU_LEVELS)]
 SHEET_ROWS = 6  # best and worst images per contact sheet

@@ -12,7 +12,7 @@ import numpy as np
 from dermcam import cam
 from dermcam.engine import Engine, one_hot
 from dermcam.metadata import Schema
-from model_store.subjects import Reference
+from model_store.exporting.sources.base import Reference
 from model_store.synthetic import dataset
 
 # float32 artifacts must reach these, or the export is refused.
@@ -151,3 +151,34 @@ def kernel_spread(
         a, b = xnnpack(**inputs)["probabilities"], builtin(**inputs)["probabilities"]
         spread = max(spread, float(np.abs(a - b).max()))
     return spread
+
+
+def tolerance(max_prob_diff: float, reason: str | None, figures: Parity) -> dict[str, object]:
+    """A tolerance other than the default is recorded with its reason, never silently."""
+    measured = (
+        f"float32 rounding: LiteRT's own XNNPACK and built-in kernels differ by "
+        f"{figures.kernel_prob_spread:.1e} on the parity images"
+    )
+    return {
+        "max_abs_prob_diff": max_prob_diff,
+        "default": MAX_PROB_DIFF,
+        "reason": f"{reason} ({measured})" if reason else f"set with --max-prob-diff; {measured}",
+    }
+
+
+def refusal(figures: Parity, max_prob_diff: float | None) -> str:
+    bar = MAX_PROB_DIFF if max_prob_diff is None else max_prob_diff
+    message = (
+        f"Parity with TensorFlow is below the bar (max |dp| <= {bar:g}, top-1 100 %, "
+        f"map r >= {MIN_CAM_R}): {figures.as_dict()}. Nothing was written."
+    )
+    if figures.only_probabilities_differ() and figures.kernel_prob_spread:
+        suggested = figures.suggested_tolerance()
+        message += (
+            f" Top-1 and every map agree; only probabilities differ, by "
+            f"{figures.max_abs_prob_diff:.1e}, while LiteRT's own two CPU kernels differ by "
+            f"{figures.kernel_prob_spread:.1e} on the same images (float32 rounding through a "
+            f"deep network). If you accept that, export with --max-prob-diff {suggested:g}: "
+            "the tolerance and its reason go into the manifest."
+        )
+    return message

@@ -1,0 +1,187 @@
+"""Export a Keras image classifier to the LiteRT artifacts dermcam serves.
+
+    python -m model_store.export MODEL --labels LABELS --out DIR [options]
+
+Writes predict.tflite, gradcam.tflite and manifest.json (and a copy of the source model for
+the reference engine), after checking the artifacts against TensorFlow on generated images.
+Nothing is written when float32 parity fails. A fit check follows unless told not to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dermcam.keras_engine import PREPROCESSING
+from model_store.exporting import parity as parity_check
+from model_store.exporting.errors import ExportError
+from model_store.exporting.export import SCORES, export
+from model_store.exporting.graph.convert import QUANTIZATIONS
+from model_store.exporting.labels import parse_labels
+from model_store.exporting.sources import load_subject
+
+
+def input_size(text: str) -> tuple[int, int]:
+    """'224' → (224, 224); '256x192' → (256, 192), height x width."""
+    try:
+        sides = [int(part) for part in text.lower().split("x")]
+    except ValueError:
+        sides = []
+    if len(sides) == 1:
+        sides *= 2
+    if len(sides) != 2 or min(sides) < 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: give '224' or 'HxW' (each at least 8)")
+    return sides[0], sides[1]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m model_store.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "model",
+        help="a .keras or .h5 file (Keras 3 or tf.keras 2), or a SavedModel directory",
+    )
+    parser.add_argument(
+        "--labels",
+        required=True,
+        help="a file (lines 'code,Display name'; JSON; or Teachable Machine's labels.txt with "
+        "lines '0 Benign') or a comma list of codes",
+    )
+    parser.add_argument("--out", required=True, help="the model directory to write")
+    parser.add_argument(
+        "--custom-objects",
+        default=None,
+        metavar="FILE.py",
+        help="a Python file defining the model's own layers and functions (its classes and "
+        "functions, or a dict named custom_objects); kept beside the model",
+    )
+    parser.add_argument(
+        "--trust-lambda-code",
+        action="store_true",
+        help="load a .keras file's Lambda layers, which are Python code (Keras' safe_mode "
+        "off): only for a file you trust",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=input_size,
+        default=None,
+        help="for a model built for any size (Input((None, None, 3))): the size to serve, "
+        "'224' or 'HxW' such as '256x192'",
+    )
+    parser.add_argument("--name", default=None, help="model name (default: the file's stem)")
+    parser.add_argument("--version", default="1")
+    parser.add_argument(
+        "--target-layer",
+        default=None,
+        help="layer to explain, 'layer' or 'nested_model/layer' "
+        "(default: the last spatial layer that converts)",
+    )
+    parser.add_argument(
+        "--score",
+        choices=SCORES,
+        default="logit",
+        help="class score Grad-CAM differentiates (default: the pre-softmax logit)",
+    )
+    parser.add_argument(
+        "--preprocess",
+        choices=PREPROCESSING,
+        default="none",
+        help="input preprocessing to bake in (keras.applications modes; "
+        "'none' when the model rescales inputs itself)",
+    )
+    parser.add_argument(
+        "--metadata",
+        default=None,
+        help="a JSON schema of the patient fields the model takes beside the image "
+        "(see the README, 'Patient metadata')",
+    )
+    parser.add_argument(
+        "--output-layer",
+        default=None,
+        help="the classifier layer, when the model has several outputs or its last layer is "
+        "not the classifier ('layer' or 'nested_model/layer')",
+    )
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none")
+    parser.add_argument(
+        "--max-prob-diff",
+        type=float,
+        default=None,
+        help=f"parity bar on probabilities (default {parity_check.MAX_PROB_DIFF:g}); another "
+        "value is recorded in the manifest with its reason",
+    )
+    parser.add_argument("--tolerance-reason", default=None, help="why --max-prob-diff is set")
+    parser.add_argument("--demo", action="store_true", help="mark the model as a demo")
+    parser.add_argument(
+        "--no-keep-source",
+        action="store_true",
+        help="do not copy the Keras model beside the artifacts "
+        "(the reference engine then cannot run)",
+    )
+    parser.add_argument(
+        "--no-fitcheck",
+        action="store_true",
+        help="skip the fit check (memory tier × vCPU) that follows the export",
+    )
+    parser.add_argument(
+        "--fitcheck-tiers", default="128,256,512,1024", help="memory tiers the fit check tries"
+    )
+    parser.add_argument(
+        "--fitcheck-cpus", default=None, help="only these vCPU shares (default: every one)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        model = load_subject(
+            args.model,
+            args.output_layer,
+            args.input_size,
+            args.trust_lambda_code,
+            args.custom_objects,
+        )
+        manifest = export(
+            model,
+            parse_labels(args.labels),
+            args.out,
+            name=args.name or Path(args.model).stem,
+            version=args.version,
+            target=args.target_layer,
+            score=args.score,
+            preprocessing=args.preprocess,
+            quantization=args.quantize,
+            metadata=json.loads(Path(args.metadata).read_text()) if args.metadata else None,
+            demo=args.demo,
+            max_prob_diff=args.max_prob_diff,
+            tolerance_reason=args.tolerance_reason,
+            source=None if args.no_keep_source else args.model,
+        )
+    except (ExportError, ValueError, OSError) as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    sizes = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in manifest["artifacts"].items())
+    print(f"wrote {args.out}: {sizes}")
+    if not args.no_fitcheck:
+        from model_store.fitting import exhaustive, report
+
+        print(
+            "fit check (real servers in memory and cpu cgroups, each configuration at its own "
+            "vCPU share; takes a few minutes):",
+            flush=True,
+        )
+        result = exhaustive.check_with_storage(
+            args.out,
+            memory_tiers=tuple(int(t) for t in args.fitcheck_tiers.split(",")),
+            cpus=tuple(float(c) for c in args.fitcheck_cpus.split(","))
+            if args.fitcheck_cpus
+            else None,
+        )
+        print(report.describe(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The exhaustive fit check: every configuration run for real, smallest memory first, until a
+tier holds one that meets the targets. What `bench` drives across models and engines, and
+what the predicted fit check (`fitting.predicted`) is measured against."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from harness import storage
+from model_store.fitting import tiers
+from model_store.fitting.load import Upload, request_plan
+from model_store.fitting.runs import BASELINE_MB, MARGIN, WHOLE_CORE, Run, run_function
+
+TIERS_MB = (128, 256, 512)
+# Tried only when none of TIERS_MB fits: where a model that needs more (TensorFlow) lands.
+LARGER_TIERS_MB = (1024,)
+
+
+def explore(
+    function: str,
+    model_dir: str | Path,
+    plan: list[Upload],
+    engine: str = "litert",
+    storage_url: str | None = None,
+    log_dir: Path | None = None,
+    memory_tiers: tuple[int, ...] = (*TIERS_MB, *LARGER_TIERS_MB),
+    on_run: Callable[[Run], None] = lambda run: None,
+    cpus: tuple[float, ...] | None = None,
+    max_p50_ms: float = tiers.MAX_WARM_P50_MS,
+    max_cold_s: float = tiers.MAX_COLD_START_S,
+) -> tuple[list[Run], dict[float, Run]]:
+    """The whole-core run, then memory tiers from the smallest up, each at its default vCPU
+    share and the `--cpu` overrides above it, until a tier has a configuration that fits and
+    meets the latency targets (a larger tier costs more for the same speed). Each share's
+    2 GiB baseline is measured once and judges every configuration with that share.
+    (runs, baselines)"""
+
+    def measure(limit_mb: int, cpu: float, tier_mb: int | None = None) -> Run:
+        run = run_function(
+            function,
+            model_dir,
+            limit_mb,
+            plan,
+            engine,
+            storage_url,
+            log_dir,
+            cpu=cpu,
+            tier_mb=tier_mb,
+        )
+        on_run(run)
+        return run
+
+    baselines: dict[float, Run] = {WHOLE_CORE: measure(BASELINE_MB, WHOLE_CORE, BASELINE_MB)}
+    runs: list[Run] = []
+    for memory in memory_tiers:
+        for tier_mb, cpu in tiers.configurations([memory]):
+            if cpus is not None and cpu not in cpus:
+                continue
+            runs.append(measure(int(tier_mb * (1 - MARGIN)), cpu, tier_mb))
+            if not runs[-1].answered or runs[-1].oom_kills:
+                break  # the memory does not hold; more CPU will not change that
+            if cpu not in baselines:  # measured only where a configuration held
+                baselines[cpu] = measure(BASELINE_MB, cpu)
+        held = [r.option(baselines.get(r.cpu)) for r in runs if r.tier_mb == memory]
+        if any(o.meets(max_p50_ms, max_cold_s) for o in held):
+            break
+    return runs, baselines
+
+
+def check(
+    model_dir: str | Path,
+    functions: tuple[str, ...] = ("predict", "gradcam"),
+    warm: int = 30,
+    storage_url: str | None = None,
+    memory_tiers: tuple[int, ...] = (*TIERS_MB, *LARGER_TIERS_MB),
+    cpus: tuple[float, ...] | None = None,
+    max_p50_ms: float = tiers.MAX_WARM_P50_MS,
+    max_cold_s: float = tiers.MAX_COLD_START_S,
+) -> dict[str, dict]:
+    """`explore` each function; the report `describe` and `recommendation` read."""
+    plan = request_plan(warm + 1)
+    report = {}
+    for function in functions:
+        runs, baselines = explore(
+            function,
+            model_dir,
+            plan,
+            storage_url=storage_url,
+            memory_tiers=memory_tiers,
+            cpus=cpus,
+            max_p50_ms=max_p50_ms,
+            max_cold_s=max_cold_s,
+        )
+        report[function] = _summary(runs, baselines)
+    return report
+
+
+def _summary(runs: list[Run], baselines: dict[float, Run]) -> dict:
+    options = [r.option(baselines.get(r.cpu)) for r in runs]
+    fitting = [r for r in runs if r.fits(baselines.get(r.cpu))]
+    return {
+        "tier_mb": min((r.tier_mb for r in fitting), default=None),
+        "whole_core": baselines[WHOLE_CORE].as_dict(),
+        "baselines": {str(cpu): run.as_dict() for cpu, run in baselines.items()},
+        "runs": [r.as_dict() for r in runs],
+        "options": [asdict(o) for o in options],
+        "cgroup": baselines[WHOLE_CORE].cgroup,
+    }
+
+
+def check_with_storage(
+    model_dir: str | Path,
+    functions: tuple[str, ...] = ("predict", "gradcam"),
+    warm: int = 30,
+    **options: Any,
+) -> dict[str, dict]:
+    """`check` with a storage emulator of its own, for gradcam's uploads."""
+    with tempfile.TemporaryDirectory() as tmp, storage.storage_emulator(Path(tmp)) as url:
+        return check(model_dir, functions, warm, url, **options)

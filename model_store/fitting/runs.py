@@ -1,0 +1,232 @@
+"""One configuration of one function, measured: its real server in a memory group at the
+limit and a cpu group at the vCPU share (page cache dropped first), the cold start (spawn →
+first 200 to a request as the page sends it) and the CPU it took, warm requests, peak memory
+and OOM kills."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import requests
+
+from harness import memgroup, servers
+from model_store.fitting import tiers
+from model_store.fitting.load import Upload, class_count, post_upload, start_server
+
+BASELINE_MB = 2048
+WHOLE_CORE = 1.0
+SLOWDOWN_LIMIT = 1.25
+# A run whose warm requests take longer than this is thrashing (page cache reclaimed and
+# re-read on every request): stopped and reported as not fitting instead of waiting it out.
+WARM_BUDGET_S = 120.0
+MARGIN = 0.2
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "n": 0}
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"p50": round(statistics.median(ordered), 1), "p95": round(p95, 1), "n": len(ordered)}
+
+
+@dataclass
+class Run:
+    function: str
+    engine: str
+    limit_mb: int  # the memory group's limit (80 % of the tier when checking a tier)
+    cgroup: bool
+    venv: str = "dev"  # "runtime": the functions' requirements only, as deployed
+    cpu: float | None = None  # vCPU share of the cpu group (None: not limited)
+    tier_mb: int | None = None  # the configuration's memory, for its cost
+    cold_start_s: float | None = None
+    startup_cpu_s: float | None = None  # CPU time from spawn to the first answer
+    cost_per_1000: float | None = None  # US dollars, billed as Cloud Run bills (tiers.py)
+    peak_mb: float | None = None
+    anon_mb: float | None = None
+    page_cache_mb: float | None = None  # file pages charged to the group, at the end
+    oom_kills: int = 0
+    requests: int = 0
+    errors: int = 0
+    latency_ms: dict = field(default_factory=dict)  # client round trip, per kind
+    compute_ms: dict = field(default_factory=dict)  # server timing without storage calls
+    inference_ms: dict = field(default_factory=dict)  # the engine alone, per kind
+    complete: bool = True  # False: stopped early (failures in a row, or over the budget)
+    note: str = ""
+
+    @property
+    def answered(self) -> bool:
+        return self.cold_start_s is not None
+
+    def p50(self) -> float | None:
+        return (self.latency_ms.get("all") or {}).get("p50")
+
+    def option(self, baseline: Run | None) -> tiers.Option:
+        return tiers.Option(
+            self.tier_mb or self.limit_mb,
+            self.cpu if self.cpu is not None else WHOLE_CORE,
+            self.fits(baseline),
+            self.cold_start_s,
+            self.p50(),
+            self.cost_per_1000,
+        )
+
+    def fits(self, baseline: Run | None) -> bool:
+        if not self.answered or not self.complete or self.oom_kills or self.errors:
+            return False
+        if self.p50() is None:
+            return False
+        if baseline is None or baseline.p50() is None:
+            return True
+        return self.p50() <= SLOWDOWN_LIMIT * baseline.p50()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_function(
+    function: str,
+    model_dir: str | Path,
+    limit_mb: int,
+    plan: list[Upload],
+    engine: str = "litert",
+    storage_url: str | None = None,
+    log_dir: Path | None = None,
+    cold_timeout_s: float = 90.0,
+    cpu: float | None = None,
+    tier_mb: int | None = None,
+    first_target: int | None = None,
+) -> Run:
+    """One server, one configuration: cold start, then every upload of `plan[1:]` in turn.
+    `cpu` is the vCPU share (None: not limited); `tier_mb` the memory billed for its cost."""
+    run = Run(function, engine, limit_mb, memgroup.available(), cpu=cpu, tier_mb=tier_mb)
+    run.venv = servers.runtime_python(engine)[1]
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="fitcheck-"))
+    server = start_server(
+        function,
+        model_dir,
+        log_dir / f"{function}-{engine}-{limit_mb}-{cpu}.log",
+        engine=engine,
+        storage_url=storage_url,
+        memory_mb=limit_mb,
+        cpu_share=cpu,
+        count_cpu=True,
+    )
+    if cpu is not None and server.cpu is None:
+        run.note = "no cpu cgroup here: the vCPU share is not applied"
+    session = requests.Session()
+    try:
+
+        def hopeless() -> bool:  # a worker OOM-killed again and again while loading
+            return server.memory is not None and server.memory.oom_kills() >= 3
+
+        run.cold_start_s = _first_answer(
+            session, server, plan[0], function, cold_timeout_s, hopeless, first_target
+        )
+        if server.cpu is not None and run.cold_start_s is not None:
+            run.startup_cpu_s = round(server.cpu_s(), 3)
+        if run.cold_start_s is None:
+            run.note = "never answered"
+        else:
+            _warm(run, session, server.url, plan[1:], function, class_count(model_dir))
+    finally:
+        group = server.memory
+        if group is not None:
+            run.peak_mb = round(group.peak_mb(), 1)
+            run.anon_mb = round(group.anon_mb(), 1)
+            run.page_cache_mb = round(group.stat().get("total_cache", 0) / memgroup.MIB, 1)
+            run.oom_kills = group.oom_kills()
+        else:
+            run.peak_mb = round(memgroup.tree_peak_rss_mb(server.proc.pid), 1)
+            run.note = (run.note + "; " if run.note else "") + "no cgroup: peak is process RSS"
+        server.stop()
+    return run
+
+
+def _first_answer(
+    session: requests.Session,
+    server: servers.Server,
+    upload: Upload,
+    function: str,
+    timeout_s: float,
+    hopeless: Callable[[], bool],
+    first_target: int | None = None,
+) -> float | None:
+    """Seconds from the spawn to the first 200 (None: it never came)."""
+    while time.perf_counter() - server.started < timeout_s:
+        if not server.alive() or hopeless():
+            return None
+        try:
+            response = post_upload(
+                session, server.url, upload, function, first_target, timeout=timeout_s
+            )
+        except requests.ConnectionError:
+            time.sleep(0.01)
+            continue
+        except requests.Timeout:
+            return None
+        if response.status_code == 200:
+            return round(time.perf_counter() - server.started, 3)
+        if response.status_code in (500, 502, 503):
+            time.sleep(0.05)  # a worker killed while loading: gunicorn restarts it
+            continue
+        return None
+    return None
+
+
+def _warm(
+    run: Run,
+    session: requests.Session,
+    url: str,
+    plan: list[Upload],
+    function: str,
+    classes: int,
+    budget_s: float | None = None,
+) -> None:
+    budget_s = WARM_BUDGET_S if budget_s is None else budget_s
+    client: dict[str, list[float]] = {"small": [], "large": []}
+    server: dict[str, list[float]] = {"small": [], "large": []}
+    engine: dict[str, list[float]] = {"small": [], "large": []}
+    failures_in_a_row = 0
+    started = time.perf_counter()
+    for i, upload in enumerate(plan, start=1):
+        if time.perf_counter() - started > budget_s:
+            run.complete = False
+            run.note = f"stopped: {run.requests} requests took over {budget_s:.0f} s (thrashing)"
+            break
+        begun = time.perf_counter()
+        try:
+            response = post_upload(session, url, upload, function, i % classes)
+            ok = response.status_code == 200
+            failure = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            ok, failure = False, type(exc).__name__
+        run.requests += 1
+        if not ok:
+            run.errors += 1
+            failures_in_a_row += 1
+            if failures_in_a_row >= 3:
+                run.complete = False
+                run.note = f"stopped after 3 failures in a row (last: {failure}, {upload.kind})"
+                break
+            continue
+        failures_in_a_row = 0
+        client[upload.kind].append((time.perf_counter() - begun) * 1000)
+        timing = response.json()["timing_ms"]
+        storage = timing.get("lookup_ms", 0) + timing.get("store_ms", 0)
+        server[upload.kind].append(timing["total_ms"] - storage)
+        engine[upload.kind].append(timing["inference_ms"])
+    run.latency_ms = {k: _percentiles(v) for k, v in client.items()}
+    if run.tier_mb:
+        share = run.cpu if run.cpu is not None else WHOLE_CORE
+        run.cost_per_1000 = tiers.cost_per_1000(
+            client["small"] + client["large"], run.tier_mb, share
+        )
+    run.latency_ms["all"] = _percentiles(client["small"] + client["large"])
+    run.compute_ms = {k: _percentiles(v) for k, v in server.items()}
+    run.inference_ms = {k: _percentiles(v) for k, v in engine.items()}
