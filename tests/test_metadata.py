@@ -129,11 +129,11 @@ def test_named_inputs_key_by_image_and_metadata(schema, demo_model_dir, lesion_p
     from dataclasses import replace
 
     from dermcam import imaging
-    from dermcam.inputs import model_inputs
+    from dermcam.inputs import image_input, model_inputs
     from dermcam.manifest import read_manifest
 
-    decoded = imaging.decode(lesion_png, 10_000_000)
     plain = read_manifest(demo_model_dir)
+    decoded = imaging.decode(lesion_png, 10_000_000, image_input(plain))
     only_image = model_inputs(plain, decoded, {"class": "mel", "method": "gradcam"})
     assert only_image.key == decoded.sha256 and only_image.extras == {}
     assert only_image.answer() == {}

@@ -30,6 +30,7 @@ from PIL import Image
 
 from dermcam import cam, imaging
 from dermcam.engine import LiteRTEngine
+from dermcam.inputs import image_input
 from dermcam.manifest import MANIFEST
 from model_store.evaluation import metrics
 from model_store.evaluation.folder import Item, class_mapping, find_items, read_labels
@@ -54,9 +55,9 @@ def evaluate_one(
     seed: int,
     results: Results,
 ) -> dict:
-    decoded = imaging.decode(item.image.read_bytes(), 200_000_000)
+    decoded = imaging.decode(item.image.read_bytes(), 200_000_000, image_input(engine.manifest))
     h, w = engine.manifest.height, engine.manifest.width
-    tensor = imaging.to_tensor(decoded.image, h, w)
+    tensor = decoded.tensor
     probs = engine.predict(tensor, extras)
     predicted = int(np.argmax(probs))
     target = item.label if item.label is not None else predicted

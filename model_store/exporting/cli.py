@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dermcam import resize as image_resize
 from dermcam.keras_engine import PREPROCESSING
 from model_store.exporting import parity as parity_check
 from model_store.exporting.errors import ExportError
@@ -96,6 +97,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "'none' when the model rescales inputs itself)",
     )
     parser.add_argument(
+        "--resize",
+        choices=list(image_resize.RESIZES),
+        default=image_resize.DEFAULT,
+        help="how the model's training pipeline decoded and resized its images, so the "
+        "functions do the same: tf-bilinear for TensorFlow's defaults (tf.io.decode_jpeg + "
+        "tf.image.resize; Keras' image_dataset_from_directory), pil-bilinear for "
+        "torchvision's Resize, pil-nearest for keras.utils.load_img; default: "
+        f"{image_resize.DEFAULT} (dermcam's own, fast on large photos)",
+    )
+    parser.add_argument(
         "--metadata",
         default=None,
         help="a JSON schema of the patient fields the model takes beside the image "
@@ -152,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             target=args.target_layer,
             score=args.score,
             preprocessing=args.preprocess,
+            resize=args.resize,
             quantization=args.quantize,
             metadata=json.loads(Path(args.metadata).read_text()) if args.metadata else None,
             demo=args.demo,

@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from dermcam import resize as image_resize
 from dermcam.engine import LiteRTEngine
 from dermcam.keras_engine import (
     PREPROCESSING,
@@ -88,10 +89,12 @@ def export(
     target: str | None = None,
     score: str = "logit",
     preprocessing: str = "none",
+    resize: str = image_resize.DEFAULT,
     quantization: str = "none",
     output_layer: str | None = None,
     metadata: Schema | dict | list | None = None,
     demo: bool = False,
+    card: dict | None = None,
     source: str | Path | None = None,
     parity_images: int = 6,
     max_prob_diff: float | None = None,
@@ -104,6 +107,8 @@ def export(
         raise ExportError(f"score must be one of {SCORES}")
     if preprocessing not in PREPROCESSING:
         raise ExportError(f"preprocessing must be one of {PREPROCESSING}")
+    if resize not in image_resize.RESIZES:
+        raise ExportError(f"resize must be one of {', '.join(image_resize.RESIZES)}")
     if quantization not in QUANTIZATIONS:
         raise ExportError(f"quantization must be one of {QUANTIZATIONS}")
     try:
@@ -159,6 +164,7 @@ def export(
             )
         chosen_name = subject.describe(chosen)
         log(f"target layer: {chosen_name}" + (" (chosen automatically)" if not target else ""))
+        log(f"resize: {resize}: {image_resize.RESIZES[resize]}")
         (staging / "gradcam.tflite").write_bytes(gradcam_bytes)
         (staging / "predict.tflite").write_bytes(to_tflite(predict_fn, variables, quantization))
 
@@ -203,8 +209,11 @@ def export(
                 "dtype": "float32",
                 "color": "RGB",
                 "range": [0, 255],
+                # how the training pipeline decoded and resized; the functions do the same
+                "resize": resize,
             },
             "preprocessing": preprocessing,
+            "card": card,
             "labels": list(labels),
             "metadata": schema.as_json() if schema else None,
             "head": subject.head.describe(),

@@ -98,9 +98,12 @@ class ModelCache:
             "model": manifest.summary(),
             "input": {"height": manifest.height, "width": manifest.width},
             "labels": [
-                {"index": i, "code": x.code, "name": x.name} for i, x in enumerate(manifest.labels)
+                {"index": i, "code": x.code, "name": x.name}
+                | ({"description": x.description} if x.description else {})
+                for i, x in enumerate(manifest.labels)
             ],
             "methods": [{"code": m, "name": cam.NAMES[m]} for m in cam.METHODS],
             "options": list(FUNCTION_OPTIONS),
             "metadata": manifest.metadata.as_json() if manifest.metadata else None,
+            "card": manifest.card,
         }

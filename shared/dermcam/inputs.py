@@ -38,11 +38,19 @@ def metadata_fields(options: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k not in FUNCTION_OPTIONS}
 
 
+def image_input(manifest: Manifest) -> imaging.ModelInput:
+    """What `imaging.decode` must make for this model: its size and its training resize."""
+    return imaging.ModelInput(manifest.height, manifest.width, manifest.resize)
+
+
 def model_inputs(
     manifest: Manifest, decoded: imaging.DecodedImage, options: Mapping[str, Any]
 ) -> ModelInputs:
-    """The named inputs for one request. Raises InvalidMetadata (422)."""
-    tensor = imaging.to_tensor(decoded.image, manifest.height, manifest.width)
+    """The named inputs for one request (`decoded` made for this model's `image_input`).
+    Raises InvalidMetadata (422)."""
+    tensor = decoded.tensor
+    if tensor is None:
+        raise ValueError("decode the image with the model's image_input first")
     fields = metadata_fields(options)
     if manifest.metadata is None:
         if fields:

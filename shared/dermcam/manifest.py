@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dermcam import resize
 from dermcam.errors import ModelUnavailable
 from dermcam.metadata import Schema, SchemaError, parse_schema
 
@@ -19,6 +20,7 @@ ARTIFACTS = ("predict", "gradcam")
 class Label:
     code: str
     name: str
+    description: str = ""  # what the class is, in words a reader of the page understands
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Manifest:
     score: str
     quantization: str
     probabilities: str  # "exclusive" (they sum to 1) or "independent" (multi-label)
+    resize: str  # how the training pipeline decoded and resized (dermcam.resize)
     metadata: Schema | None  # the patient fields beside the image, when the model takes any
     raw: dict[str, Any]
 
@@ -45,6 +48,11 @@ class Manifest:
 
     def artifact_path(self, kind: str) -> Path:
         return self.directory / self.raw["artifacts"][kind]["file"]
+
+    @property
+    def card(self) -> dict[str, Any] | None:
+        """The model card the exporter was given (what it is, its data, licence, figures)."""
+        return self.raw.get("card") or None
 
     def summary(self) -> dict[str, Any]:
         """The `model` object every answer carries."""
@@ -77,11 +85,15 @@ def read_manifest(model_dir: str | Path) -> Manifest:
             demo=bool(raw.get("demo", False)),
             height=int(raw["input"]["height"]),
             width=int(raw["input"]["width"]),
-            labels=tuple(Label(str(x["code"]), str(x["name"])) for x in raw["labels"]),
+            labels=tuple(
+                Label(str(x["code"]), str(x["name"]), str(x.get("description") or ""))
+                for x in raw["labels"]
+            ),
             target_layer=str(raw["target_layer"]),
             score=str(raw["score"]),
             quantization=str(raw.get("quantization", "none")),
             probabilities=str((raw.get("head") or {}).get("probabilities", "exclusive")),
+            resize=resize.check(str(raw["input"].get("resize", resize.DEFAULT))),
             metadata=parse_schema(raw["metadata"]) if raw.get("metadata") else None,
             raw=raw,
         )

@@ -16,7 +16,7 @@ from dermcam.cache import ModelCache
 from dermcam.config import Settings
 from dermcam.errors import UnknownMethod, UnknownTarget
 from dermcam.http import ImageRequest
-from dermcam.inputs import model_inputs
+from dermcam.inputs import image_input, model_inputs
 from dermcam.manifest import Manifest
 from dermcam.storage import (
     GRID_DECIMALS,
@@ -80,8 +80,11 @@ def ranked(manifest: Manifest, probs: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
-def _decode(req: ImageRequest, settings: Settings, timer: Timer) -> imaging.DecodedImage:
-    decoded = imaging.decode(req.data, settings.max_pixels)
+def _decode(
+    req: ImageRequest, settings: Settings, manifest: Manifest, timer: Timer
+) -> imaging.DecodedImage:
+    """The upload, and the model's tensor made as its training pipeline made it."""
+    decoded = imaging.decode(req.data, settings.max_pixels, image_input(manifest))
     req.log_fields["image"] = decoded.sha256[:12]  # a prefix identifies; never the bytes
     timer.mark("decode")
     return decoded
@@ -98,9 +101,10 @@ def _image_summary(decoded: imaging.DecodedImage) -> dict[str, Any]:
 
 def predict(model: ModelCache, req: ImageRequest, settings: Settings) -> dict[str, Any]:
     timer = Timer()
-    decoded = _decode(req, settings, timer)
-    engine = model.get()
+    engine = model.get()  # loads it on a cold instance: decoding needs its input pipeline
+    timer.mark("model")
     manifest = engine.manifest
+    decoded = _decode(req, settings, manifest, timer)
     inputs = model_inputs(manifest, decoded, req.options)
     probs = engine.predict(inputs.image, inputs.extras)
     timer.mark("inference")
@@ -121,9 +125,10 @@ def gradcam(
 ) -> dict[str, Any]:
     timer = Timer()
     method = resolve_method(req.options.get("method"))
-    decoded = _decode(req, settings, timer)
-    engine = model.get()
+    engine = model.get()  # loads it on a cold instance: decoding needs its input pipeline
+    timer.mark("model")
     manifest = engine.manifest
+    decoded = _decode(req, settings, manifest, timer)
     class_spec = req.options.get("class")
     target = None if class_spec in (None, "") else resolve_class(class_spec, manifest)
     inputs = model_inputs(manifest, decoded, req.options)
