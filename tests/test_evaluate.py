@@ -135,3 +135,81 @@ def test_labels_by_name_with_a_map_and_unknown_ones_left_out(folder, demo_model_
     assert "SYN_X" not in labels and sorted(set(labels.values())) == list(range(7))
     items = find_items(folder, None, labels)
     assert len(items) == 14 and all(i.mask is not None for i in items)
+
+
+def test_a_stopped_run_resumes_and_says_where_the_time_goes(folder, demo_model_dir, tmp_path):
+    """Rows are on disk as they are made: a run killed part-way is resumed, not redone, and
+    its summary equals one made in a single go."""
+    from model_store.evaluation.evaluate import main
+
+    out = tmp_path / "report"
+    args = [str(demo_model_dir), "--images", str(folder), "--labels", str(folder / "labels.csv")]
+    args += ["--methods", "gradcam", "--out", str(out)]
+    assert main([*args, "--limit", "5"]) == 0
+    with open(out / "results.jsonl", "a") as fh:
+        fh.write('{"id": "cut-sho')  # a run killed while writing a row
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 14 and len({r["id"] for r in rows}) == 14
+    resumed = json.loads((out / "report.json").read_text())["summary"]
+    assert main([*args, "--fresh", "--out", str(tmp_path / "again")]) == 0
+    fresh = json.loads((tmp_path / "again" / "report.json").read_text())["summary"]
+    assert resumed["classification"] == fresh["classification"]
+    assert resumed["methods"]["gradcam"]["deletion"] == fresh["methods"]["gradcam"]["deletion"]
+    timing = fresh["seconds_per_image"]
+    assert {"decode", "predict", "explain", "curves", "report"} <= set(timing)
+    assert timing["curves"] > timing["predict"]  # deletion and insertion: the time sink
+    assert "## Where the time went" in (out / "report.md").read_text()
+
+
+def test_patient_fields_come_from_the_table(tmp_path):
+    """The metadata demo evaluated with each image's own age and site, then with defaults."""
+    import csv
+
+    from conftest import ROOT
+    from model_store.evaluation.evaluate import main
+    from model_store.synthetic import lesion_image
+
+    model = ROOT / "model_store" / "models" / "demo-metadata" / "1"
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = []
+    for i in range(6):
+        pixels, _ = lesion_image(seed=31, index=i, size=160, label=5)  # nevus-looking
+        from PIL import Image
+
+        Image.fromarray(pixels).save(images / f"p{i}.png")
+        rows.append({"image_id": f"p{i}", "dx": "mel", "age_years": str(55 + i), "site": "trunk"})
+    with open(tmp_path / "labels.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    base = [str(model), "--images", str(images), "--labels", str(tmp_path / "labels.csv")]
+    base += ["--methods", "gradcam", "--no-curves"]
+    assert main([*base, "--fields", "age=age_years,site", "--out", str(tmp_path / "with")]) == 0
+    assert main([*base, "--out", str(tmp_path / "without")]) == 0
+    with_fields = json.loads((tmp_path / "with" / "report.json").read_text())
+    without = json.loads((tmp_path / "without" / "report.json").read_text())
+    first = with_fields["images"][0]["metadata"]
+    assert first["age"] == {"value": 55.0, "used": 55.0, "defaulted": False}
+    assert first["site"]["used"] == "trunk" and first["sex"]["defaulted"] is True
+    assert without["images"][0]["metadata"]["age"]["defaulted"] is True
+    assert "age from column 'age_years'" in with_fields["summary"]["metadata_used"]
+    # a nevus look on the trunk at 50 or older is a melanoma in this demo: the fields count
+    mel = 4
+
+    def p_mel(report: dict) -> float:
+        return float(np.mean([r["probabilities"][mel] for r in report["images"]]))
+
+    assert p_mel(with_fields) > p_mel(without) + 0.05
+    assert main([*base, "--fields", "age=no_such_column", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_degenerate_thumbnails_are_listed():
+    from PIL import Image
+
+    from model_store.evaluation.per_image import flat_rows
+
+    stripes = np.tile(np.arange(0, 250, dtype=np.uint8)[None, :, None], (250, 1, 3))
+    assert flat_rows(Image.fromarray(stripes))
+    assert not flat_rows(Image.fromarray(np.ascontiguousarray(stripes.transpose(1, 0, 2))))

@@ -1,8 +1,8 @@
 """How good are a model's predictions and explanations on your own images? LiteRT only.
 
     python -m model_store.evaluate MODEL_DIR --images DIR [--labels CSV] [--masks DIR]
-        [--map melanoma=mel,nevus=nv] [--methods gradcam,layercam,...] [--sanity]
-        [--out DIR] [--record] [--limit N]
+        [--map melanoma=mel,nevus=nv] [--fields age=age_approx,sex] [--methods gradcam,...]
+        [--sanity] [--no-curves] [--out DIR] [--fresh] [--record] [--limit N]
 
 ISIC-style folders: `<id>.jpg|png`; masks `<id>_segmentation.png` in --masks or beside the
 images; a CSV with an image-id column and a class column (codes of the model's labels, names
@@ -12,7 +12,11 @@ masks are given), deletion/insertion faithfulness beside a random order, per CAM
 with --sanity the model-randomisation check. Writes report.md, report.json, a plot per
 metric and contact sheets of the best and worst maps; --record puts the summary into the
 manifest's `evaluation`. Score-CAM (top-64 channels, probability-weighted) is offered here,
-not in the function: it needs 64 more forward passes per map.
+not in the function: it needs 64 more forward passes per map. A model with patient metadata
+gets each image's fields from the CSV's columns (`--fields`), else the schema's defaults.
+Each image's results go to `results.jsonl` in the report folder as they are made: a stopped
+run resumes where it left off (`--fresh` starts over), and the report says where the time
+per image went (deletion and insertion dominate: `--no-curves` leaves them out).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,99 +33,18 @@ from PIL import Image
 
 from dermcam import cam, imaging
 from dermcam.engine import LiteRTEngine
-from dermcam.inputs import image_input
-from dermcam.manifest import MANIFEST
-from model_store.evaluation import metrics
-from model_store.evaluation.folder import Item, class_mapping, find_items, read_labels
-from model_store.evaluation.scoring import SCORECAM, BatchPredict, scorecam_map
-
-
-@dataclass
-class Results:
-    items: list[dict] = field(default_factory=list)  # per image, per method
-    probabilities: list[np.ndarray] = field(default_factory=list)
-    truth: list[int] = field(default_factory=list)
-    sanity: dict[str, list[float]] = field(default_factory=dict)
-
-
-def evaluate_one(
-    item: Item,
-    engine: LiteRTEngine,
-    methods: list[str],
-    predict: BatchPredict,
-    extras: dict[str, np.ndarray],
-    randomised: LiteRTEngine | None,
-    seed: int,
-    results: Results,
-) -> dict:
-    decoded = imaging.decode(item.image.read_bytes(), 200_000_000, image_input(engine.manifest))
-    h, w = engine.manifest.height, engine.manifest.width
-    tensor = decoded.tensor
-    probs = engine.predict(tensor, extras)
-    predicted = int(np.argmax(probs))
-    target = item.label if item.label is not None else predicted
-    mask = None
-    if item.mask is not None:
-        with Image.open(item.mask) as m:
-            mask = np.asarray(m.convert("L").resize(decoded.image.size, Image.Resampling.NEAREST))
-        mask = mask > 127
-    row: dict[str, Any] = {
-        "id": item.id,
-        "label": item.label,
-        "predicted": predicted,
-        "target": target,
-        "probability": float(probs[target]),
-        "methods": {},
-    }
-    explained = engine.explain(tensor, target, extras)
-    explained_top = explained if predicted == target else engine.explain(tensor, predicted, extras)
-    shuffled = np.random.default_rng(seed).permutation(h * w)
-    random_curves = metrics.perturbation_curves(
-        tensor[0], shuffled, lambda x: predict(x)[:, predicted]
-    )
-    row["random"] = {
-        "deletion": random_curves.deletion_auc,
-        "insertion": random_curves.insertion_auc,
-    }
-    if mask is not None:
-        row["baselines"] = metrics.baselines(mask)
-    for method in methods:
-        figures: dict[str, Any] = {}
-        for kind, explanation, klass in (
-            ("loc", explained, target),
-            ("faith", explained_top, predicted),
-        ):
-            if method == SCORECAM:
-                raw = scorecam_map(tensor, explanation.activations, klass, predict)
-                grid = cam.normalise(np.maximum(raw, 0.0))
-            else:
-                grid = cam.class_map(explanation.activations, explanation.gradients, method)
-            if kind == "loc":
-                row.setdefault("grids", {})[method] = grid
-                if mask is not None:
-                    full = cam.upsample(grid, *decoded.image.size)
-                    figures.update(metrics.localisation(full, mask))
-            else:
-                order = metrics.map_order(cam.upsample(grid, w, h))
-                curves = metrics.perturbation_curves(
-                    tensor[0], order, lambda x, k=klass: predict(x)[:, k]
-                )
-                figures["deletion"] = curves.deletion_auc
-                figures["insertion"] = curves.insertion_auc
-        if randomised is not None and method != SCORECAM:
-            other = randomised.explain(tensor, target, extras)
-            rho = metrics.spearman(
-                cam.class_map(other.activations, other.gradients, method), row["grids"][method]
-            )
-            results.sanity.setdefault(method, []).append(rho)
-        row["methods"][method] = figures
-    results.probabilities.append(probs)
-    if item.label is not None:
-        results.truth.append(item.label)
-    row["mask"] = mask
-    row["picture"] = decoded.image
-    results.items.append(row)
-    return row
+from dermcam.manifest import MANIFEST, sha256_file
+from model_store.evaluation.folder import (
+    Item,
+    class_mapping,
+    field_mapping,
+    find_items,
+    read_table,
+)
+from model_store.evaluation.per_image import Setup, evaluate_one, load_mask, read
+from model_store.evaluation.runlog import RunLog
+from model_store.evaluation.scoring import SCORECAM
+from model_store.evaluation.summary import summarise
 
 
 def evaluate(
@@ -134,7 +56,7 @@ def evaluate(
     extras: list[dict[str, np.ndarray]] | None = None,
 ) -> dict[str, float]:
     """Accuracy and the pointing game on arrays of images at the model's size: the quick
-    held-out figures the demo builds record (the folder CLI above reports the rest)."""
+    held-out figures the demo builds record (the folder CLI below reports the rest)."""
     h, w = engine.manifest.height, engine.manifest.width
     correct = hits = 0
     for i, (image, label, mask) in enumerate(zip(images, labels, masks, strict=True)):
@@ -149,49 +71,6 @@ def evaluate(
         hits += bool(mask[y, x])
     n = len(labels)
     return {"images": n, "accuracy": correct / n, "pointing_game": hits / n}
-
-
-# --- the summary -------------------------------------------------------------------------
-
-
-def _mean(values: list[float]) -> float | None:
-    return round(float(np.mean(values)), 4) if values else None
-
-
-SANITY_FLAG = 0.8  # median rank correlation at or above which maps barely changed
-
-
-def summarise(results: Results, codes: list[str], methods: list[str]) -> dict:
-    items = results.items
-    summary: dict[str, Any] = {"images": len(items), "methods": {}}
-    labelled = [r for r in items if r["label"] is not None]
-    if labelled:
-        probs = np.stack(
-            [results.probabilities[i] for i, r in enumerate(items) if r["label"] is not None]
-        )
-        summary["classification"] = metrics.classification(probs, np.array(results.truth), codes)
-    masked = [r for r in items if "baselines" in r]
-    keys = ["pointing_game", "energy_pointing_game", *(f"iou@{x}" for x in metrics.IOU_LEVELS)]
-    if masked:
-        summary["baselines"] = {
-            name: {k: _mean([r["baselines"][name][k] for r in masked]) for k in keys}
-            for name in ("centre", "uniform")
-        }
-    summary["random_order"] = {
-        k: _mean([r["random"][k] for r in items]) for k in ("deletion", "insertion")
-    }
-    for method in methods:
-        figures = {
-            k: _mean([r["methods"][method][k] for r in items]) for k in ("deletion", "insertion")
-        }
-        if masked:
-            figures.update({k: _mean([r["methods"][method][k] for r in masked]) for k in keys})
-        if method in results.sanity:
-            rho = float(np.median(results.sanity[method]))
-            figures["sanity_rank_correlation"] = round(rho, 4)
-            figures["sanity_flag"] = rho >= SANITY_FLAG
-        summary["methods"][method] = figures
-    return summary
 
 
 def record_on_generated(model_dir: str | Path, seed: int = 909, count: int = 140) -> int:
@@ -218,7 +97,34 @@ def record_on_generated(model_dir: str | Path, seed: int = 909, count: int = 140
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def pictures_of(items: list[Item], engine: LiteRTEngine):  # noqa: ANN201 - report.Pictures
+    """The working-size picture and mask of an image id, read again for the report."""
+    by_id = {item.id: item for item in items}
+
+    def load(image_id: str) -> tuple[Image.Image, np.ndarray | None]:
+        item = by_id[image_id]
+        picture = imaging.decode(read(item.image), 200_000_000).image
+        mask = load_mask(item.mask, picture.size) if item.mask is not None else None
+        return picture, mask
+
+    return load
+
+
+def settings(args: argparse.Namespace, engine: LiteRTEngine, methods: list[str]) -> dict[str, Any]:
+    """What the rows depend on: a resumed run must have been made with the same."""
+    manifest = engine.manifest
+    return {
+        "model": manifest.summary(),
+        "artifacts": {k: sha256_file(manifest.artifact_path(k)) for k in ("predict", "gradcam")},
+        "methods": methods,
+        "sanity": args.sanity,
+        "curves": not args.no_curves,
+        "fields": field_mapping(args.fields),
+        "map": args.map,
+    }
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m model_store.evaluate",
         description=__doc__,
@@ -230,14 +136,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--masks", help="folder of <id>_segmentation.png (default: --images)")
     parser.add_argument("--map", help="CSV class names to label codes: melanoma=mel,nevus=nv")
     parser.add_argument(
+        "--fields",
+        help="the model's patient fields from the CSV's columns: age=age_approx,sex "
+        "(default: every field at the schema's default)",
+    )
+    parser.add_argument(
         "--methods", default=",".join([*cam.METHODS, SCORECAM]), help="CAM methods to compare"
     )
     parser.add_argument("--sanity", action="store_true", help="the randomisation check too")
+    parser.add_argument(
+        "--no-curves", action="store_true", help="leave out deletion and insertion (faster)"
+    )
     parser.add_argument("--out", help="report folder (default: evaluation-<model>-<version>)")
+    parser.add_argument("--fresh", action="store_true", help="do not resume an earlier run")
     parser.add_argument("--record", action="store_true", help="summary into the manifest")
     parser.add_argument("--limit", type=int, help="at most this many images")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     from model_store.evaluation import report as evaluation_report
 
     engine = LiteRTEngine(args.model_dir)
@@ -248,39 +166,68 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown methods: {unknown}; known: {[*cam.METHODS, SCORECAM]}", file=sys.stderr)
         return 2
-    labels = None
+    fields = field_mapping(args.fields)
+    if fields and not manifest.metadata:
+        print("--fields: this model takes only the image", file=sys.stderr)
+        return 2
+    table = None
     if args.labels:
-        labels = read_labels(Path(args.labels), class_mapping(codes, args.map))
-    items = find_items(Path(args.images), Path(args.masks) if args.masks else None, labels)
+        try:
+            table = read_table(Path(args.labels), class_mapping(codes, args.map), fields)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        if table.unknown:
+            print(
+                f"labels left out (not among the model's, add --map): {sorted(table.unknown)[:8]}"
+            )
+    items = find_items(
+        Path(args.images),
+        Path(args.masks) if args.masks else None,
+        table.labels if table else None,
+        table.fields if table else None,
+    )
     items = items[: args.limit] if args.limit else items
     if not items:
         print("no images found (or none with a known label)", file=sys.stderr)
         return 1
     out = Path(args.out or f"evaluation-{manifest.name}-{manifest.version}")
-    out.mkdir(parents=True, exist_ok=True)
-    extras = manifest.metadata.example().inputs if manifest.metadata else {}
-    predict = BatchPredict(engine, extras)
+    log = RunLog(out, settings(args, engine, methods), resume=not args.fresh)
     randomised = None
     if args.sanity:
         from model_store.evaluation.sanity import randomised_copy
 
         randomised = LiteRTEngine(str(randomised_copy(args.model_dir, out / "randomised-model")))
-    results = Results()
+    setup = Setup(engine, methods, randomised, curves=not args.no_curves)
+    done = log.done()
+    todo = [item for item in items if item.id not in done]
+    if log.resumed:
+        print(f"resuming: {log.resumed} images already in {log.path}, {len(todo)} to go")
     started = time.monotonic()
-    for i, item in enumerate(items, start=1):
-        row = evaluate_one(item, engine, methods, predict, extras, randomised, i, results)
+    for i, item in enumerate(todo, start=1):
+        row = evaluate_one(item, setup)
+        log.append(row)
         label = "" if item.label is None else f", label {codes[item.label]}"
+        elapsed = time.monotonic() - started
+        left = elapsed / i * (len(todo) - i)
         print(
-            f"[{i}/{len(items)}] {item.id}: {codes[row['predicted']]}{label} "
-            f"({time.monotonic() - started:.0f} s)",
+            f"[{len(done) + i}/{len(items)}] {item.id}: {codes[row['predicted']]}{label} "
+            f"({elapsed:.0f} s, about {left:.0f} s left)",
             flush=True,
         )
-    summary = summarise(results, codes, methods)
+    wanted = {item.id for item in items}
+    rows = [row for row in log.rows if row["id"] in wanted]
+    reporting = time.perf_counter()
+    summary = summarise(rows, codes, methods)
     summary["model"] = manifest.summary()
-    summary["metadata_used"] = "defaults" if manifest.metadata else None
-    evaluation_report.write(out, summary, results, methods)
+    summary["metadata_used"] = _metadata_used(manifest, fields)
+    evaluation_report.write(out, summary, rows, methods, pictures_of(items, engine))
+    summary["seconds_per_image"]["report"] = round((time.perf_counter() - reporting) / len(rows), 4)
+    (out / "report.md").write_text(evaluation_report.markdown(summary))  # with the report's time
+    written = json.loads((out / "report.json").read_text())
+    (out / "report.json").write_text(json.dumps({**written, "summary": summary}, indent=2) + "\n")
     print(evaluation_report.markdown(summary))
-    print(f"\nwrote {out}/report.md, report.json and the plots")
+    print(f"\nwrote {out}/report.md, report.json, results.jsonl and the plots")
     if args.record:
         raw = json.loads((manifest.directory / MANIFEST).read_text())
         raw.setdefault("evaluation", {})["evaluate"] = {
@@ -291,6 +238,15 @@ def main(argv: list[str] | None = None) -> int:
         (manifest.directory / MANIFEST).write_text(json.dumps(raw, indent=2) + "\n")
         print(f"recorded in {manifest.directory / MANIFEST}")
     return 0
+
+
+def _metadata_used(manifest, fields: dict[str, str]) -> str | None:  # noqa: ANN001
+    if not manifest.metadata:
+        return None
+    if not fields:
+        return "every field at the schema's default (no --fields)"
+    given = ", ".join(f"{name} from column {column!r}" for name, column in fields.items())
+    return f"per image, {given}; missing values as the schema fills them"
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dermcam import cam, render
-from model_store.evaluation import metrics
+from model_store.evaluation.summary import LOCALISATION
 
-LOCALISATION = ["pointing_game", "energy_pointing_game", *(f"iou@{x}" for x in metrics.IOU_LEVELS)]
+# (picture at working size, mask or None) of an image id, for the contact sheets
+Pictures = Callable[[str], tuple[Image.Image, np.ndarray | None]]
 SHEET_ROWS = 6  # best and worst images per contact sheet
 
 
@@ -28,7 +30,12 @@ def markdown(summary: dict) -> str:
     lines = [f"# Evaluation of {summary['model']['name']} {summary['model']['version']}", ""]
     lines.append(f"{summary['images']} images.")
     if summary.get("metadata_used"):
-        lines.append("The model takes patient metadata; every field was left at its default.")
+        lines.append(f"The model takes patient metadata: {summary['metadata_used']}.")
+    if summary.get("flat_rows"):
+        lines.append(
+            f"{len(summary['flat_rows'])} images have every row the same (degenerate thumbnails, "
+            "no lesion): listed under `flat_rows` in report.json."
+        )
     c = summary.get("classification")
     if c:
         lines += [
@@ -73,23 +80,8 @@ def markdown(summary: dict) -> str:
                 + " | ".join(_fmt(figures.get(k)) for k in LOCALISATION)
                 + " |"
             )
-    lines += [
-        "",
-        "## Faithfulness (no masks needed)",
-        "",
-        "Area under the predicted class's probability as the image's pixels are blurred away "
-        "in the map's order (deletion: lower is better) or revealed into a blurred copy "
-        "(insertion: higher is better), beside a random order.",
-        "",
-        "| order | deletion AUC | insertion AUC |",
-        "|---|---|---|",
-        f"| *random (baseline)* | {_fmt(summary['random_order']['deletion'])} | "
-        f"{_fmt(summary['random_order']['insertion'])} |",
-    ]
-    for method, figures in summary["methods"].items():
-        lines.append(
-            f"| {_name(method)} | {_fmt(figures['deletion'])} | {_fmt(figures['insertion'])} |"
-        )
+    if summary.get("random_order"):
+        lines += _faithfulness(summary)
     sanity = {m: f for m, f in summary["methods"].items() if "sanity_rank_correlation" in f}
     if sanity:
         lines += [
@@ -105,7 +97,41 @@ def markdown(summary: dict) -> str:
         for method, f in sanity.items():
             flag = "**yes**" if f["sanity_flag"] else "no"
             lines.append(f"| {_name(method)} | {f['sanity_rank_correlation']:.3f} | {flag} |")
+    if summary.get("seconds_per_image"):
+        lines += [
+            "",
+            "## Where the time went",
+            "",
+            "Seconds per image, by stage (deletion and insertion are `curves`; "
+            "`--no-curves` leaves them out):",
+            "",
+            "| " + " | ".join(summary["seconds_per_image"]) + " |",
+            "|---" * len(summary["seconds_per_image"]) + "|",
+            "| " + " | ".join(f"{v:.3f}" for v in summary["seconds_per_image"].values()) + " |",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _faithfulness(summary: dict) -> list[str]:
+    lines = [
+        "",
+        "## Faithfulness (no masks needed)",
+        "",
+        "Area under the predicted class's probability as the image's pixels are blurred away "
+        "in the map's order (deletion: lower is better) or revealed into a blurred copy "
+        "(insertion: higher is better), beside a random order.",
+        "",
+        "| order | deletion AUC | insertion AUC |",
+        "|---|---|---|",
+        f"| *random (baseline)* | {_fmt(summary['random_order']['deletion'])} | "
+        f"{_fmt(summary['random_order']['insertion'])} |",
+    ]
+    for method, figures in summary["methods"].items():
+        lines.append(
+            f"| {_name(method)} | {_fmt(figures.get('deletion'))} | "
+            f"{_fmt(figures.get('insertion'))} |"
+        )
+    return lines
 
 
 def _plot(
@@ -130,12 +156,12 @@ def _plot(
     plt.close(fig)
 
 
-def _thumbnail(row: dict, method: str, size: int = 160) -> Image.Image:
-    picture = row["picture"]
-    heat = render.heatmap_image(row["grids"][method], *picture.size)
+def _thumbnail(row: dict, method: str, pictures: Pictures, size: int = 160) -> Image.Image:
+    picture, mask = pictures(row["id"])
+    heat = render.heatmap_image(np.asarray(row["grids"][method], dtype=np.float32), *picture.size)
     shown = render.composite(picture, heat).resize((size, size))
-    if row.get("mask") is not None:
-        outline = Image.fromarray(row["mask"].astype(np.uint8) * 255).resize((size, size))
+    if mask is not None:
+        outline = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size))
         edges = np.asarray(outline) > 127
         border = edges ^ np.roll(edges, 1, 0) | edges ^ np.roll(edges, 1, 1)
         pixels = np.asarray(shown).copy()
@@ -144,9 +170,9 @@ def _thumbnail(row: dict, method: str, size: int = 160) -> Image.Image:
     return shown
 
 
-def contact_sheet(out: Path, results_items: list[dict], method: str) -> Path | None:
+def contact_sheet(out: Path, rows: list[dict], method: str, pictures: Pictures) -> Path | None:
     """The best and worst maps by energy inside the mask, each over its photo, mask outlined."""
-    scored = [r for r in results_items if "energy_pointing_game" in r["methods"][method]]
+    scored = [r for r in rows if "energy_pointing_game" in r["methods"][method]]
     if not scored:
         return None
     scored.sort(key=lambda r: r["methods"][method]["energy_pointing_game"], reverse=True)
@@ -158,7 +184,7 @@ def contact_sheet(out: Path, results_items: list[dict], method: str) -> Path | N
         draw.text((4, r * (size + pad) + 4), "best" if r == 0 else "worst", fill="black")
         for c, item in enumerate(row):
             y = r * (size + pad) + pad
-            sheet.paste(_thumbnail(item, method, size), (c * size, y))
+            sheet.paste(_thumbnail(item, method, pictures, size), (c * size, y))
             energy = item["methods"][method]["energy_pointing_game"]
             draw.text(
                 (c * size + 40, r * (size + pad) + 4),
@@ -170,11 +196,10 @@ def contact_sheet(out: Path, results_items: list[dict], method: str) -> Path | N
     return path
 
 
-def write(out: Path, summary: dict, results: Any, methods: list[str]) -> None:
-    per_image = [
-        {k: v for k, v in row.items() if k not in ("grids", "mask", "picture")}
-        for row in results.items
-    ]
+def write(
+    out: Path, summary: dict, rows: list[dict], methods: list[str], pictures: Pictures
+) -> None:
+    per_image = [{k: v for k, v in row.items() if k != "grids"} for row in rows]
     (out / "report.json").write_text(
         json.dumps({"summary": summary, "images": per_image}, indent=2, default=float) + "\n"
     )
@@ -184,9 +209,9 @@ def write(out: Path, summary: dict, results: Any, methods: list[str]) -> None:
         if all(v is None for v in values.values()):
             continue
         if metric in ("deletion", "insertion"):
-            base = {"random": summary["random_order"][metric]}
+            base = {"random": summary["random_order"][metric]}  # set whenever curves are
         else:
             base = {n: summary["baselines"][n][metric] for n in summary.get("baselines", {})}
         _plot(out, metric, values, base)
     for method in methods:
-        contact_sheet(out, results.items, method)
+        contact_sheet(out, rows, method, pictures)

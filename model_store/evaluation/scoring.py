@@ -16,7 +16,7 @@ SCORECAM_CHANNELS = 64
 class BatchPredict:
     """predict.tflite on a batch: the scorer of deletion, insertion and Score-CAM."""
 
-    def __init__(self, engine: LiteRTEngine, extras: dict[str, np.ndarray]) -> None:
+    def __init__(self, engine: LiteRTEngine, extras: dict[str, np.ndarray] | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(
@@ -26,10 +26,15 @@ class BatchPredict:
             d["name"].removeprefix("serving_default_").split(":")[0]: d
             for d in self.interpreter.get_input_details()
         }
-        self.extras = extras
+        self.extras = extras or {}  # the model's other inputs, for every image of a batch
         self.size = 0
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(
+        self, images: np.ndarray, extras: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Probabilities [n, classes] of `images` [n, H, W, 3], each with `extras` (default:
+        the ones given at construction)."""
+        extras = self.extras if extras is None else extras
         n = len(images)
         if n != self.size:
             for detail in self.inputs.values():
@@ -37,14 +42,18 @@ class BatchPredict:
             self.interpreter.allocate_tensors()
             self.size = n
         for name, detail in self.inputs.items():
-            value = images if name == "image" else np.repeat(self.extras[name], n, axis=0)
+            value = images if name == "image" else np.repeat(extras[name], n, axis=0)
             self.interpreter.set_tensor(detail["index"], value.astype(np.float32))
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.interpreter.get_output_details()[0]["index"])
 
 
 def scorecam_map(
-    tensor: np.ndarray, activations: np.ndarray, target: int, predict: BatchPredict
+    tensor: np.ndarray,
+    activations: np.ndarray,
+    target: int,
+    predict: BatchPredict,
+    extras: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Score-CAM (Wang et al. 2020) on the top channels by mean activation: each channel,
     upsampled and scaled to 0–1, keeps the image where it is high and a blurred copy where it
@@ -60,6 +69,6 @@ def scorecam_map(
         masks.append((up - up.min()) / span if span > 0 else np.zeros_like(up))
     masks = np.stack(masks)
     keep = masks[..., None]
-    scores = predict(tensor * keep + soft * (1.0 - keep))[:, target]
+    scores = predict(tensor * keep + soft * (1.0 - keep), extras)[:, target]
     weights = scores / scores.sum() if scores.sum() > 0 else scores
     return np.tensordot(weights, activations[..., top].transpose(2, 0, 1), axes=1)

@@ -168,8 +168,8 @@ class Schema:
             inputs[schema.input or ""] = np.asarray([vector], dtype=np.float32)
         return Encoded(inputs, used)
 
-    def example(self) -> Encoded:
-        """Valid values for every field (defaults where there are), for warmups."""
+    def example_values(self) -> dict[str, Any]:
+        """A valid value for every required field (the others take their defaults)."""
         values: dict[str, Any] = {}
         for f in self.fields:
             if not f.required:
@@ -179,7 +179,11 @@ class Schema:
             else:
                 bounds = [b for b in (f.minimum, f.maximum) if b is not None]
                 values[f.name] = sum(bounds) / len(bounds) if bounds else 0.0
-        return self.encode(values)
+        return values
+
+    def example(self) -> Encoded:
+        """Valid values for every field (defaults where there are), for warmups."""
+        return self.encode(self.example_values())
 
     def as_json(self) -> Any:
         """The schema as the manifest keeps it (one object, or a list for several inputs)."""
