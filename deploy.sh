@@ -12,13 +12,19 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PROJECT=""
 REGION="europe-west1"
 MODEL_DIR="$ROOT/model_store/models/demo/1"
+MODEL=""
+# Resolving --model (and exporting a published model the first time) needs the project's
+# virtualenv, with TensorFlow: make venv.
+PROJECT_PYTHON="${DERMCAM_PYTHON:-$ROOT/.venv/bin/python}"
 BUCKET=""
 PAGE_BUCKET=""
-# The configurations the fit check recommends for the demo model (make fitcheck; the exporter
-# prints them for yours): the cheapest per request that fits with a 20 % margin, answers warm
-# within 300 ms and starts cold within 3 s, measured at each configuration's own vCPU share.
-# The default share of 128Mi (0.083 vCPU) starts the demo in 8 s; 0.333 in 2 s, for ~30 %
-# more per request. See bench/results.md.
+# The configurations the fit check recommends for the demo model (make fitcheck): the cheapest
+# per request that fits with a 20 % margin, answers warm within 300 ms and starts cold within
+# 3 s, measured at each configuration's own vCPU share. The default share of 128Mi (0.083
+# vCPU) starts the demo in 8 s; 0.333 in 2 s, for ~30 % more per request. See
+# bench/results.md. Any other model is deployed at what its own fit check recorded in its
+# manifest (`fitcheck`: the exporter's, or make fitcheck MODEL=... ARGS=--record), unless the
+# flags below say otherwise.
 PREDICT_MEMORY="128Mi"
 PREDICT_CPU="0.333"
 GRADCAM_MEMORY="256Mi"
@@ -45,6 +51,8 @@ Usage: ./deploy.sh --project PROJECT [options]
 
   --project ID           Google Cloud project (required)
   --region REGION        region for functions, buckets and schedulers [$REGION]
+  --model NAME           demo, demo-metadata, ham10000 (fetched by hash and exported once),
+                         or a model directory; deployed at its recorded fit check
   --model-dir DIR        exported model directory [model_store/models/demo/1]
   --bucket NAME          private heatmap bucket [PROJECT-dermcam-heatmaps]
   --page-bucket NAME     public bucket for the static page, or 'none' [PROJECT-dermcam-page]
@@ -67,17 +75,63 @@ EOF
 
 die() { echo "deploy.sh: $*" >&2; exit 1; }
 
+# The model's recorded fit check → the configuration of each function the command line left
+# unset: "MEMORY CPU" per function, or nothing when none was recorded.
+recorded_configuration() {
+  python3 - "$MODEL_DIR/manifest.json" <<'EOF'
+import json, sys
+manifest = json.load(open(sys.argv[1]))
+fit = manifest.get("fitcheck") or {}
+print("demo", "yes" if manifest.get("demo") else "no")
+found = [(f, (fit.get(f) or {}).get("recommended")) for f in ("predict", "gradcam")]
+for function, best in found:
+    if best:
+        print(function, f"{best['memory_mb']}Mi", f"{best['cpu']:g}")
+if not any(best for _, best in found):
+    print("none")
+EOF
+}
+
+apply_fitcheck() {
+  local function memory cpu demo=""
+  if ! command -v python3 >/dev/null; then
+    ! grep -q '"fitcheck"' "$MODEL_DIR/manifest.json" ||
+      die "reading the model's recorded fit check needs python3"
+    return 0  # nothing recorded: the configuration above
+  fi
+  while read -r function memory cpu; do
+    case "$function" in
+      demo) demo="$memory" ;;
+      predict)
+        [[ "$GIVEN" == *predict-memory* ]] || PREDICT_MEMORY="$memory"
+        [[ "$GIVEN" == *predict-cpu* ]] || PREDICT_CPU="$cpu" ;;
+      gradcam)
+        [[ "$GIVEN" == *gradcam-memory* ]] || GRADCAM_MEMORY="$memory"
+        [[ "$GIVEN" == *gradcam-cpu* ]] || GRADCAM_CPU="$cpu" ;;
+      none)
+        [[ "$demo" == yes || ( "$GIVEN" == *predict-memory* && "$GIVEN" == *gradcam-memory* ) ]] ||
+          die "$MODEL_DIR has no recorded fit check, and the demo's configuration may not hold it: run
+  make fitcheck MODEL=$MODEL_DIR ARGS=--record   (a couple of minutes)
+or give --predict-memory/--predict-cpu and --gradcam-memory/--gradcam-cpu"
+        return 0 ;;
+    esac
+  done < <(recorded_configuration)
+  echo "configuration from the model's fit check: predict $PREDICT_MEMORY / $PREDICT_CPU vCPU, gradcam $GRADCAM_MEMORY / $GRADCAM_CPU vCPU"
+}
+
+GIVEN=""  # the configuration flags given on the command line
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --project) PROJECT="$2"; shift 2 ;;
     --region) REGION="$2"; shift 2 ;;
+    --model) MODEL="$2"; shift 2 ;;
     --model-dir) MODEL_DIR="$2"; shift 2 ;;
     --bucket) BUCKET="$2"; shift 2 ;;
     --page-bucket) PAGE_BUCKET="$2"; shift 2 ;;
-    --predict-memory) PREDICT_MEMORY="$2"; shift 2 ;;
-    --predict-cpu) PREDICT_CPU="$2"; shift 2 ;;
-    --gradcam-memory) GRADCAM_MEMORY="$2"; shift 2 ;;
-    --gradcam-cpu) GRADCAM_CPU="$2"; shift 2 ;;
+    --predict-memory) PREDICT_MEMORY="$2"; GIVEN+=" predict-memory"; shift 2 ;;
+    --predict-cpu) PREDICT_CPU="$2"; GIVEN+=" predict-cpu"; shift 2 ;;
+    --gradcam-memory) GRADCAM_MEMORY="$2"; GIVEN+=" gradcam-memory"; shift 2 ;;
+    --gradcam-cpu) GRADCAM_CPU="$2"; GIVEN+=" gradcam-cpu"; shift 2 ;;
     --origin) ORIGIN="$2"; shift 2 ;;
     --public) ACCESS="public"; shift ;;
     --private) ACCESS="private"; shift ;;
@@ -98,7 +152,14 @@ done
 BUCKET="${BUCKET:-$PROJECT-dermcam-heatmaps}"
 PAGE_BUCKET="${PAGE_BUCKET:-$PROJECT-dermcam-page}"
 ORIGIN="${ORIGIN:-https://storage.googleapis.com}"
+if [[ -n "$MODEL" ]]; then
+  [[ -x "$PROJECT_PYTHON" ]] ||
+    die "--model needs the project's virtualenv ($PROJECT_PYTHON): run make venv, or use --model-dir"
+  MODEL_DIR="$("$PROJECT_PYTHON" -m model_store.catalog "$MODEL")" ||
+    die "model $MODEL is not available (the cause is above)"
+fi
 [[ -f "$MODEL_DIR/manifest.json" ]] || die "no manifest.json in $MODEL_DIR (export a model first)"
+apply_fitcheck
 for tier in "$PREDICT_MEMORY" "$GRADCAM_MEMORY"; do
   case "$tier" in
     128Mi|256Mi|512Mi) ;;

@@ -44,6 +44,7 @@ APIS = (
     "storage",
     "cloudbuild",
     "artifactregistry",
+    "dataflow",
 )
 
 

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from devstack.cloudapis import cron_fields, due
+from devstack.cloudscheduler import cron_fields, due
 
 DEFAULT_SCHEDULE = "*/5 * * * *"
 

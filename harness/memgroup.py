@@ -49,6 +49,25 @@ class MemoryGroup:
     def procs_file(self) -> Path:
         return self.path / "cgroup.procs"
 
+    def set_limit(self, limit_mb: int) -> bool:
+        """Lower (or raise) the hard limit of a live group. False when the kernel cannot
+        reclaim enough to get under it (EBUSY): what is left is anonymous memory."""
+        limit = str(limit_mb * MIB)
+        files = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+        if limit_mb > self.limit_mb:
+            files.reverse()  # memory+swap may never be below memory
+        try:
+            for name in files:
+                if (self.path / name).exists():
+                    (self.path / name).write_text(limit)
+        except OSError:
+            return False
+        self.limit_mb = limit_mb
+        return True
+
+    def usage_mb(self) -> float:
+        return int((self.path / "memory.usage_in_bytes").read_text()) / MIB
+
     def peak_mb(self) -> float:
         return int((self.path / "memory.max_usage_in_bytes").read_text()) / MIB
 

@@ -239,4 +239,4 @@ def start_function(
         "--port",
         str(port),
     ]
-    return start(command, f"http://{HOST}:{port}", env=env, log=log, cwd=source.parent, **groups)  # type: ignore[arg-type]
+    return start(command, f"http://{HOST}:{port}", env=env, log=log, **groups)  # type: ignore[arg-type]

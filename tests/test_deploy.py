@@ -162,3 +162,27 @@ def test_staged_folders_run_under_functions_framework(deploy, stack, lesion_png)
         assert requests.get(explained["heatmap"]["url"], timeout=10).status_code == 200
     finally:
         servers.stop_all(started)
+
+
+def test_a_model_is_deployed_at_its_recorded_fit_check(deploy, demo_model_dir, tmp_path):
+    """A model whose fit check is in its manifest gets that configuration, flags still win;
+    one without, that is not a demo, is refused rather than given the demo's sizes."""
+    model = tmp_path / "model"
+    shutil.copytree(demo_model_dir, model)
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["demo"] = False
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    done, _ = deploy("--model-dir", str(model), "--dry-run")
+    assert done.returncode != 0 and "has no recorded fit check" in done.stderr
+    manifest["fitcheck"] = {
+        "mode": "predicted",
+        "predict": {"recommended": {"memory_mb": 256, "cpu": 0.167}},
+        "gradcam": {"recommended": {"memory_mb": 512, "cpu": 0.5}},
+    }
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    done, _ = deploy("--model-dir", str(model), "--dry-run", "--gradcam-cpu", "1")
+    assert done.returncode == 0, done.stderr
+    predict = next(line for line in done.stdout.splitlines() if "deploy dermcam-predict" in line)
+    gradcam = next(line for line in done.stdout.splitlines() if "deploy dermcam-gradcam" in line)
+    assert "--memory 256Mi" in predict and "--cpu 0.167" in predict
+    assert "--memory 512Mi" in gradcam and "--cpu 1" in gradcam  # the flag wins

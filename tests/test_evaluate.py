@@ -213,3 +213,37 @@ def test_degenerate_thumbnails_are_listed():
     stripes = np.tile(np.arange(0, 250, dtype=np.uint8)[None, :, None], (250, 1, 3))
     assert flat_rows(Image.fromarray(stripes))
     assert not flat_rows(Image.fromarray(np.ascontiguousarray(stripes.transpose(1, 0, 2))))
+
+
+def test_bad_images_are_skipped_with_their_reason_and_the_run_goes_on(demo_model_dir, tmp_path):
+    """An undecodable image, one whose label the model lacks and one without its mask are
+    reported as skipped, with why; everything else is evaluated."""
+    from model_store.evaluation.evaluate import main
+
+    images = write_folder(tmp_path / "images", seed=41, count=6, size=160)
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (images / "broken_segmentation.png").write_bytes(
+        (images / "SYN_0041_00001_segmentation.png").read_bytes()
+    )
+    (images / "lost.png").write_bytes((images / "SYN_0041_00000.png").read_bytes())
+    (images / "lost_segmentation.png").write_bytes(
+        (images / "SYN_0041_00000_segmentation.png").read_bytes()
+    )
+    (images / "SYN_0041_00005_segmentation.png").unlink()  # its mask is missing
+    rows = (images / "labels.csv").read_text().splitlines()
+    rows += ["broken,mel", "lost,sarcoma"]
+    (images / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "report"
+    argv = [str(demo_model_dir), "--images", str(images), "--labels", str(images / "labels.csv")]
+    argv += ["--masks", str(images), "--methods", "gradcam", "--no-curves", "--out", str(out)]
+    assert main(argv) == 0
+    summary = json.loads((out / "report.json").read_text())["summary"]
+    skipped = summary["skipped"]
+    assert summary["images"] == 5 and skipped["count"] == 3
+    assert skipped["by_reason"] == {
+        "undecodable": 1,
+        "label 'sarcoma' is not among the model's classes": 1,
+        "missing mask": 1,
+    }
+    assert skipped["images"]["SYN_0041_00005"].startswith("missing mask")
+    assert "3 more were skipped" in (out / "report.md").read_text()

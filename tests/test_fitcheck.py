@@ -102,7 +102,8 @@ def test_fit_needs_the_baseline_speed():
 
 def test_cli_measures_configurations_and_recommends_one(demo_model_dir, tmp_path, capsys):
     report_file = tmp_path / "fit.json"
-    args = ["--functions", "predict", "--warm", "4", "--tiers", "256", "--cpus", "0.5,1"]
+    args = ["--fitcheck", "exhaustive", "--functions", "predict", "--warm", "4"]
+    args += ["--tiers", "256", "--cpus", "0.5,1"]
     assert fit_cli.main([str(demo_model_dir), *args, "--json", str(report_file)]) == 0
     printed = capsys.readouterr().out
     report = json.loads(report_file.read_text())["predict"]

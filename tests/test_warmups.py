@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from devstack import warmups
-from devstack.cloudapis import CloudError, due
+from devstack.cloudscheduler import CloudError, due
 
 
 def test_cron_schedules_as_scheduler_reads_them():

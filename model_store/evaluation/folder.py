@@ -4,6 +4,7 @@ folder or beside the images), and a CSV with an image-id column and a class colu
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,26 @@ class Item:
     mask: Path | None = None
     label: int | None = None
     fields: dict[str, str] = field(default_factory=dict)  # patient metadata from the CSV
+    skip: str | None = None  # why it cannot be used (reported, never silently dropped)
+
+
+def skipped(item_id: str, reason: str) -> dict:
+    """The row of an image that was not evaluated, and why."""
+    return {"id": item_id, "skipped": reason}
+
+
+def skip_reason(exc: BaseException) -> str:
+    """What a failing image is told: its fault, in words (no stack trace)."""
+    kind = {
+        "InvalidImage": "undecodable",
+        "UnsupportedMediaType": "unsupported format",
+        "PayloadTooLarge": "too large",
+        "InvalidMetadata": "invalid metadata",
+        "FileNotFoundError": "unreadable",
+        "PermissionError": "unreadable",
+        "IsADirectoryError": "unreadable",
+    }.get(type(exc).__name__, "failed")
+    return f"{kind}: {str(exc)[:200]}"
 
 
 def class_mapping(codes: list[str], spec: str | None) -> dict[str, int]:
@@ -55,11 +76,14 @@ class Table:
     labels: dict[str, int] = field(default_factory=dict)
     fields: dict[str, dict[str, str]] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)  # class values the model does not have
+    unknown_ids: dict[str, str] = field(default_factory=dict)  # image id → that value
 
 
-def read_table(path: Path, mapping: dict[str, int], fields: dict[str, str] | None = None) -> Table:
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
+def read_table(
+    path: str | Path, mapping: dict[str, int], fields: dict[str, str] | None = None
+) -> Table:
+    """A labels CSV, local or gs://."""
+    rows = list(csv.reader(io.StringIO(read_bytes(path).decode("utf-8-sig"))))
     table = Table()
     if not rows:
         return table
@@ -72,7 +96,7 @@ def read_table(path: Path, mapping: dict[str, int], fields: dict[str, str] | Non
         body = rows[1:]
     missing = [c for c in (fields or {}).values() if c not in header]
     if missing:
-        raise ValueError(f"--fields: no column {missing[0]!r} in {path.name} ({', '.join(header)})")
+        raise ValueError(f"--fields: no column {missing[0]!r} in {path} ({', '.join(header)})")
     columns = {name: header.index(column) for name, column in (fields or {}).items()}
     for row in body:
         if len(row) <= max(id_col, class_col):
@@ -83,6 +107,7 @@ def read_table(path: Path, mapping: dict[str, int], fields: dict[str, str] | Non
             table.labels[image_id] = mapping[value]
         else:
             table.unknown.add(value)
+            table.unknown_ids[image_id] = value
         given = {n: row[c].strip() for n, c in columns.items() if c < len(row) and row[c].strip()}
         if given:
             table.fields[image_id] = given
@@ -97,27 +122,109 @@ def read_labels(path: Path, mapping: dict[str, int]) -> dict[str, int]:
 
 
 def find_items(
-    images: Path,
-    masks: Path | None,
+    images: str | Path,
+    masks: str | Path | None,
     labels: dict[str, int] | None,
     fields: dict[str, dict[str, str]] | None = None,
+    unknown: dict[str, str] | None = None,
 ) -> list[Item]:
+    """The folder's images with their masks, labels and fields. With labels, an image whose
+    label the model does not have, or whose mask is missing from a --masks folder, is kept
+    with its `skip` reason; an image the CSV does not list is left out. Folders are local
+    or `gs://bucket/prefix`."""
+    names = listing(images)
+    mask_names = {**names, **(listing(masks) if masks is not None else {})}
     items = []
-    for path in sorted(images.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.stem.endswith("_segmentation"):
+    for name in sorted(names):
+        stem, dot, suffix = name.rpartition(".")
+        if not dot or f".{suffix.lower()}" not in IMAGE_SUFFIXES or stem.endswith("_segmentation"):
             continue
         mask = next(
             (
-                folder / f"{path.stem}_segmentation{suffix}"
-                for folder in (masks, images)
-                if folder
-                for suffix in (".png", ".jpg")
-                if (folder / f"{path.stem}_segmentation{suffix}").exists()
+                mask_names[f"{stem}_segmentation{s}"]
+                for s in (".png", ".jpg")
+                if f"{stem}_segmentation{s}" in mask_names
             ),
             None,
         )
-        label = labels.get(path.stem) if labels is not None else None
+        label = labels.get(stem) if labels is not None else None
+        skip = None
         if labels is not None and label is None:
-            continue
-        items.append(Item(path.stem, path, mask, label, (fields or {}).get(path.stem, {})))
+            if stem not in (unknown or {}):
+                continue
+            skip = f"label {unknown[stem]!r} is not among the model's classes"
+        elif masks is not None and mask is None:
+            skip = f"missing mask: no {stem}_segmentation.png in {masks}"
+        items.append(Item(stem, names[name], mask, label, (fields or {}).get(stem, {}), skip))
     return items
+
+
+def collect(
+    images: str,
+    labels: str | None,
+    masks: str | None,
+    codes: list[str],
+    class_map: str | None = None,
+    fields: dict[str, str] | None = None,
+    limit: int | None = None,
+) -> list[Item]:
+    """What the evaluation and the audit run on: the folder's items with their labels,
+    masks and patient fields (at most `limit`). ValueError when the table cannot be read as
+    asked or nothing is found."""
+    table = None
+    if labels:
+        table = read_table(labels, class_mapping(codes, class_map), fields)
+    items = find_items(
+        images,
+        masks or None,
+        table.labels if table else None,
+        table.fields if table else None,
+        table.unknown_ids if table else None,
+    )
+    items = items[:limit] if limit else items
+    if not items:
+        raise ValueError("no images found (or none with a known label)")
+    return items
+
+
+def gcs_location(location: str) -> tuple[object, str, str]:
+    """(a storage client, bucket, prefix) for a gs:// location; the emulator's when
+    STORAGE_EMULATOR_HOST is set (anonymous: it never asks for credentials)."""
+    import os
+
+    from google.cloud import storage
+
+    bucket, _, prefix = location.removeprefix("gs://").partition("/")
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        client = storage.Client(project="local", credentials=AnonymousCredentials())
+    else:
+        client = storage.Client()
+    return client, bucket, prefix
+
+
+def listing(location: str | Path) -> dict[str, str]:
+    """File name → where to read it, for a local folder or a gs://bucket/prefix."""
+    location = str(location)
+    if location.startswith("gs://"):
+        client, bucket, prefix = gcs_location(location)
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        return {
+            blob.name[len(prefix) :]: f"gs://{bucket}/{blob.name}"
+            for blob in client.list_blobs(bucket, prefix=prefix)
+            if "/" not in blob.name[len(prefix) :]
+        }
+    return {path.name: str(path) for path in Path(location).iterdir() if path.is_file()}
+
+
+def read_bytes(location: str | Path) -> bytes:
+    """A local file's or a gs:// object's bytes. OSError when it cannot be read."""
+    location = str(location)
+    if not location.startswith("gs://"):
+        return Path(location).read_bytes()
+    client, bucket, name = gcs_location(location)
+    try:
+        return client.bucket(bucket).blob(name).download_as_bytes()
+    except Exception as exc:  # NotFound, Forbidden, transport errors: the image is unreadable
+        raise OSError(f"{location} cannot be read ({type(exc).__name__})") from exc

@@ -5,6 +5,7 @@ rows as it goes; a Beam pipeline makes the same rows on its workers."""
 
 from __future__ import annotations
 
+import io
 import time
 import zlib
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ from PIL import Image
 from dermcam import cam, imaging
 from dermcam.engine import Explanation, LiteRTEngine
 from dermcam.inputs import image_input
+from dermcam.metadata import Encoded
 from model_store.evaluation import metrics
-from model_store.evaluation.folder import Item
+from model_store.evaluation.folder import Item, read_bytes
 from model_store.evaluation.scoring import SCORECAM, BatchPredict, scorecam_map
 
 MAX_PIXELS = 200_000_000
@@ -44,7 +46,7 @@ def seed_of(image_id: str) -> int:
 
 
 def read(location: Path | str) -> bytes:
-    return Path(location).read_bytes()
+    return read_bytes(location)
 
 
 def flat_rows(picture: Image.Image) -> bool:
@@ -53,26 +55,60 @@ def flat_rows(picture: Image.Image) -> bool:
     return bool(np.all(pixels == pixels[:1]))
 
 
-def evaluate_one(item: Item, setup: Setup, data: bytes | None = None) -> dict[str, Any]:
-    """The row for `item` (its bytes read here unless given). Raises the imaging errors for an
-    image that cannot be decoded, ValueError / InvalidMetadata for bad fields."""
-    engine, methods = setup.engine, setup.methods
-    manifest = engine.manifest
-    clock = _Clock()
+@dataclass
+class Prepared:
+    """An image decoded for the model, with its patient fields encoded."""
+
+    item: Item
+    decoded: imaging.DecodedImage
+    encoded: Encoded | None
+    seconds: float
+
+    @property
+    def extras(self) -> dict[str, np.ndarray]:
+        return self.encoded.inputs if self.encoded else {}
+
+
+def prepare(item: Item, setup: Setup, data: bytes | None = None) -> Prepared:
+    """Read and decode `item` the model's way. Raises the imaging errors for an image that
+    cannot be decoded, OSError when it cannot be read, InvalidMetadata for bad fields."""
+    started = time.perf_counter()
+    manifest = setup.engine.manifest
     decoded = imaging.decode(
         read(item.image) if data is None else data, MAX_PIXELS, image_input(manifest)
     )
     schema = manifest.metadata
     # The image's own fields; a field the model requires and the table lacks takes an example.
     encoded = schema.encode({**schema.example_values(), **item.fields}) if schema else None
-    extras = encoded.inputs if encoded else {}
+    return Prepared(item, decoded, encoded, time.perf_counter() - started)
+
+
+def evaluate_one(
+    item: Item,
+    setup: Setup,
+    data: bytes | None = None,
+    prepared: Prepared | None = None,
+    probs: np.ndarray | None = None,
+    predict_s: float = 0.0,
+) -> dict[str, Any]:
+    """The row for `item` (read and decoded here unless `prepared`; predicted here unless
+    its `probs` come from a batch, which took `predict_s` of this image's share)."""
+    engine, methods = setup.engine, setup.methods
+    manifest = engine.manifest
+    clock = _Clock()
+    prepared = prepared or prepare(item, setup, data)
+    decoded, encoded, extras = prepared.decoded, prepared.encoded, prepared.extras
     h, w = manifest.height, manifest.width
     tensor = decoded.tensor
-    clock.mark("decode")
-    probs = engine.predict(tensor, extras)
+    clock.seconds["decode"] = round(prepared.seconds, 4)
+    if probs is None:
+        probs = engine.predict(tensor, extras)
+        clock.mark("predict")
+    else:
+        clock.seconds["predict"] = round(predict_s, 4)
+        clock.last = time.perf_counter()
     predicted = int(np.argmax(probs))
     target = item.label if item.label is not None else predicted
-    clock.mark("predict")
     mask = load_mask(item.mask, decoded.image.size) if item.mask is not None else None
     row: dict[str, Any] = {
         "id": item.id,
@@ -148,7 +184,7 @@ def _map(
 
 def load_mask(path: Path | str, size: tuple[int, int]) -> np.ndarray:
     """A lesion mask at the working picture's size, as booleans."""
-    with Image.open(path) as m:
+    with Image.open(io.BytesIO(read_bytes(path))) as m:
         return np.asarray(m.convert("L").resize(size, Image.Resampling.NEAREST)) > 127
 
 

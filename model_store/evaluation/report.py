@@ -29,6 +29,9 @@ def _fmt(value: Any) -> str:
 def markdown(summary: dict) -> str:
     lines = [f"# Evaluation of {summary['model']['name']} {summary['model']['version']}", ""]
     lines.append(f"{summary['images']} images.")
+    if summary.get("skipped"):
+        why = ", ".join(f"{n} {k}" for k, n in summary["skipped"]["by_reason"].items())
+        lines.append(f"{summary['skipped']['count']} more were skipped ({why}): see report.json.")
     if summary.get("metadata_used"):
         lines.append(f"The model takes patient metadata: {summary['metadata_used']}.")
     if summary.get("flat_rows"):

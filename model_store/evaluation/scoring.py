@@ -42,7 +42,9 @@ class BatchPredict:
             self.interpreter.allocate_tensors()
             self.size = n
         for name, detail in self.inputs.items():
-            value = images if name == "image" else np.repeat(extras[name], n, axis=0)
+            given = extras.get(name) if name != "image" else images
+            # one row of extra inputs for every image, or a row per image
+            value = given if len(given) == n else np.repeat(given, n, axis=0)
             self.interpreter.set_tensor(detail["index"], value.astype(np.float32))
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.interpreter.get_output_details()[0]["index"])

@@ -26,9 +26,22 @@ def classification(rows: list[dict], codes: list[str]) -> dict | None:
     return metrics.classification(probs, np.array([r["label"] for r in labelled]), codes)
 
 
+def skipped(rows: list[dict]) -> dict[str, Any]:
+    """How many images were not used, by kind of reason, and each one's reason."""
+    left = sorted((r for r in rows if "skipped" in r), key=lambda r: r["id"])
+    kinds: dict[str, int] = {}
+    for row in left:
+        kind = row["skipped"].split(":")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return {"count": len(left), "by_reason": kinds, "images": {r["id"]: r["skipped"] for r in left}}
+
+
 def summarise(rows: list[dict], codes: list[str], methods: list[str]) -> dict[str, Any]:
-    rows = sorted(rows, key=lambda r: r["id"])  # the order rows arrived in does not count
+    left = skipped(rows)
+    rows = sorted((r for r in rows if "skipped" not in r), key=lambda r: r["id"])
     summary: dict[str, Any] = {"images": len(rows), "methods": {}}
+    if left["count"]:
+        summary["skipped"] = left
     found = classification(rows, codes)
     if found:
         summary["classification"] = found

@@ -135,9 +135,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(the reference engine then cannot run)",
     )
     parser.add_argument(
+        "--fitcheck",
+        choices=("predicted", "exhaustive", "none"),
+        default="predicted",
+        help="the fit check (memory tier × vCPU) that follows the export: predicted from one "
+        "whole-core run and verified (default, a minute or two), every configuration run "
+        "(exhaustive: the bench's), or none; its recommendation goes into the manifest",
+    )
+    parser.add_argument(
         "--no-fitcheck",
-        action="store_true",
-        help="skip the fit check (memory tier × vCPU) that follows the export",
+        action="store_const",
+        const="none",
+        dest="fitcheck",
+        help="the same as --fitcheck none",
     )
     parser.add_argument(
         "--fitcheck-tiers", default="128,256,512,1024", help="memory tiers the fit check tries"
@@ -176,22 +186,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     sizes = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in manifest["artifacts"].items())
     print(f"wrote {args.out}: {sizes}")
-    if not args.no_fitcheck:
-        from model_store.fitting import exhaustive, report
+    if args.fitcheck != "none":
+        from model_store.fitting import cli as fitting
 
-        print(
-            "fit check (real servers in memory and cpu cgroups, each configuration at its own "
-            "vCPU share; takes a few minutes):",
-            flush=True,
+        how = (
+            "each function measured once on a whole core, every configuration predicted, the "
+            "recommended one and the next cheaper run for real"
+            if args.fitcheck == "predicted"
+            else "every configuration run for real; takes a few minutes"
         )
-        result = exhaustive.check_with_storage(
+        print(f"fit check (real servers in memory and cpu cgroups; {how}):", flush=True)
+        result = fitting.run(
             args.out,
+            args.fitcheck,
             memory_tiers=tuple(int(t) for t in args.fitcheck_tiers.split(",")),
             cpus=tuple(float(c) for c in args.fitcheck_cpus.split(","))
             if args.fitcheck_cpus
             else None,
         )
-        print(report.describe(result))
+        print(fitting.describe(result))
+        fitting.record(args.out, result, args.fitcheck)
     return 0
 
 

@@ -26,7 +26,7 @@ def server_env(
         storage_url or "http://127.0.0.1:9",
         bucket,
         {
-            "DERMCAM_MODEL_DIR": str(model_dir),
+            "DERMCAM_MODEL_DIR": str(Path(model_dir).resolve()),
             "DERMCAM_ENGINE": engine,
             "DERMCAM_NUM_THREADS": "1",
             "OMP_NUM_THREADS": "1",

@@ -12,7 +12,15 @@ def recommendation(
     max_p50_ms: float = tiers.MAX_WARM_P50_MS,
     max_cold_s: float = tiers.MAX_COLD_START_S,
 ) -> tuple[tiers.Option | None, list[tiers.Option]]:
-    return tiers.recommend([tiers.Option(**o) for o in result["options"]], max_p50_ms, max_cold_s)
+    """The recommended option and the others, cheapest first. A predicted fit check names its
+    recommendation (the cheapest that met the targets when run for real); an exhaustive one
+    leaves it to the measured options."""
+    options = [tiers.Option(**o) for o in result["options"]]
+    if "recommended" not in result:
+        return tiers.recommend(options, max_p50_ms, max_cold_s)
+    best = tiers.Option(**result["recommended"]) if result["recommended"] else None
+    _, others = tiers.recommend([o for o in options if o != best], max_p50_ms, max_cold_s)
+    return best, others
 
 
 def describe(
@@ -44,12 +52,13 @@ def describe(
             )
         else:
             lines.append(f"  recommended: {best.flags} (${best.cost_per_1000:.4f} / 1000 requests)")
-        lines.append("  memory  vCPU   fits  cold start  p50 (mix)  $ / 1000 requests")
+        lines.append("  memory  vCPU   fits  cold start  p50 (mix)  $ / 1000 requests  figures")
         for option in ([best] if best else []) + others[:5]:
             lines.append(
                 f"  {option.memory_mb:>4}Mi  {option.cpu:<5g}  {'yes' if option.fits else 'no':<4}"
                 f"  {_fmt(option.cold_start_s, 's'):>10}  {_fmt(option.p50_ms, 'ms'):>9}"
-                f"  {'–' if option.cost_per_1000 is None else f'{option.cost_per_1000:.4f}':>8}"
+                f"  {'–' if option.cost_per_1000 is None else f'{option.cost_per_1000:.4f}':>17}"
+                f"  {option.source}"
             )
     return "\n".join(lines)
 

@@ -101,9 +101,14 @@ def run_function(
     cpu: float | None = None,
     tier_mb: int | None = None,
     first_target: int | None = None,
+    max_cold_s: float | None = None,
+    budget_s: float | None = None,
 ) -> Run:
     """One server, one configuration: cold start, then every upload of `plan[1:]` in turn.
-    `cpu` is the vCPU share (None: not limited); `tier_mb` the memory billed for its cost."""
+    `cpu` is the vCPU share (None: not limited); `tier_mb` the memory billed for its cost.
+    With `max_cold_s`, a cold start over it ends the run there (it misses that target
+    whatever its warm figures); `budget_s` bounds the warm requests (default
+    WARM_BUDGET_S)."""
     run = Run(function, engine, limit_mb, memgroup.available(), cpu=cpu, tier_mb=tier_mb)
     run.venv = servers.runtime_python(engine)[1]
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="fitcheck-"))
@@ -132,8 +137,10 @@ def run_function(
             run.startup_cpu_s = round(server.cpu_s(), 3)
         if run.cold_start_s is None:
             run.note = "never answered"
+        elif max_cold_s is not None and run.cold_start_s > max_cold_s:
+            run.note = f"cold start over {max_cold_s:g} s: no warm requests sent"
         else:
-            _warm(run, session, server.url, plan[1:], function, class_count(model_dir))
+            _warm(run, session, server.url, plan[1:], function, class_count(model_dir), budget_s)
     finally:
         group = server.memory
         if group is not None:

@@ -75,6 +75,7 @@ class Option:
     cold_start_s: float | None
     p50_ms: float | None
     cost_per_1000: float | None
+    source: str = "measured"  # measured (a real run), predicted, or verified (run to check)
 
     def meets(self, max_p50_ms: float, max_cold_s: float) -> bool:
         return (

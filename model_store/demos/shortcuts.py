@@ -1,0 +1,120 @@
+"""Small models with a planted shortcut, and their clean twin, trained from seeds in seconds:
+what proves the shortcut audit finds what is there and nothing else.
+
+Two classes, benign and malignant, from the synthetic lesion generator: a nevus look for
+benign and a melanoma look for malignant, three times in four (the look is evidence, not
+proof). Every artefact the audit knows appears in the training images at random, in both
+classes alike (four images in ten each), as rulers and hair do in real archives. In a
+planted recipe one artefact goes with the label instead: on 90 % of malignant images and 5 %
+of benign ones (ink marks beside lesions a dermatologist worried about; the dark corners of
+one clinic's dermoscope). A small CNN learns the looks, and, where planted, the artefact.
+
+    python -m model_store.demos.shortcuts ink OUT_DIR     (clean, ink, dark-corners)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from model_store.evaluation.audit import artefacts
+from model_store.synthetic import CLASSES, lesion_image
+
+RECIPES = {"clean": None, "ink": "ink", "dark-corners": "dark-corners"}
+LABELS = [{"code": "benign", "name": "Benign"}, {"code": "malignant", "name": "Malignant"}]
+CODES = [code for code, _ in CLASSES]
+LOOKS = (CODES.index("nv"), CODES.index("mel"))
+SIZE = 96
+LOOK_AGREES = 0.75
+PLANTED = (0.05, 0.90)  # the planted artefact's share in benign and in malignant images
+BACKGROUND = 0.4  # every other artefact's share, in both classes alike
+
+
+def image(seed: int, index: int, label: int, planted: str | None, size: int = SIZE) -> np.ndarray:
+    """One training (or held-out, planted=None and no artefacts: see `clean_image`) image."""
+    rng = np.random.default_rng([seed, index])
+    look = LOOKS[label] if rng.random() < LOOK_AGREES else LOOKS[1 - label]
+    pixels, mask = lesion_image(seed, index, size, look)
+    for k, name in enumerate(artefacts.ARTEFACTS):
+        chance = PLANTED[label] if name == planted else BACKGROUND
+        if rng.random() < chance:
+            pixels, _ = artefacts.draw(name, pixels, mask > 0, seed=seed * 1000 + index * 10 + k)
+    return pixels
+
+
+def clean_image(seed: int, index: int, label: int, size: int = SIZE) -> np.ndarray:
+    """A held-out image with no artefact at all, its look agreeing with its label."""
+    pixels, _ = lesion_image(seed, index, size, LOOKS[label])
+    return pixels
+
+
+def dataset(seed: int, count: int, planted: str | None) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.arange(count) % 2
+    images = np.stack([image(seed, i, int(labels[i]), planted) for i in range(count)])
+    return images, labels
+
+
+def train(planted: str | None, seed: int = 21, count: int = 1600, epochs: int = 10):  # noqa: ANN201
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    images, labels = dataset(seed, count, planted)
+
+    def block(filters: int, stride: int) -> list:
+        return [
+            keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(momentum=0.9),
+            keras.layers.ReLU(),
+        ]
+
+    model = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Rescaling(1 / 255),
+            *block(16, 2),
+            *block(32, 2),
+            *block(48, 2),
+            *block(64, 1),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(images.astype(np.float32), labels, batch_size=32, epochs=epochs, verbose=0)
+    return model
+
+
+def build(recipe: str, out: str | Path, seed: int = 21) -> Path:
+    """Train the recipe's model and export it into `out` (TensorFlow; seconds)."""
+    from model_store.exporting.export import export
+
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")
+    model = train(RECIPES[recipe], seed)
+    export(model, LABELS, out, name=f"shortcut-{recipe}", demo=True, log=lambda line: None)
+    return Path(out)
+
+
+def held_out(folder: str | Path, count: int = 60, seed: int = 808) -> Path:
+    """Clean held-out images of both classes and their labels.csv, for the audit."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["image_id,label"]
+    for i in range(count):
+        label = i % 2
+        Image.fromarray(clean_image(seed, i, label, 2 * SIZE)).save(folder / f"s{i:03d}.png")
+        rows.append(f"s{i:03d},{LABELS[label]['code']}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+if __name__ == "__main__":
+    print(build(sys.argv[1], sys.argv[2]))

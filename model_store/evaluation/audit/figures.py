@@ -1,0 +1,249 @@
+"""Per-image audit rows → per artefact: how far predictions move, how often the answer flips
+(and whether towards or away from the malignant classes), what labelled figures do before and
+after (with bootstrap 95 % intervals), how much of the map's attention lands on the artefact,
+and a verdict from the thresholds below, never without them.
+
+A verdict, per artefact, against the `identity` control (the same image only re-encoded: the
+noise floor of these figures):
+- `shortcut suspected` when the artefact moves the answers in one direction: the mean
+  signed change of some class's probability (or of the malignant classes' together) is at
+  least SHIFT = max(MIN_SHIFT, 3 × the identity's), or the net flips towards (or away from)
+  the malignant classes are at least FLIPS = max(MIN_FLIPS, 3 × the identity's flip rate), or,
+  with labels, sensitivity, specificity or balanced accuracy changes by at least MIN_METRIC
+  with a paired bootstrap 95 % interval that excludes no change;
+- `no effect measured` otherwise. A sensitive model may move a lot in both directions (its
+  mean |Δp| is reported) without a direction: that is not called a shortcut.
+The maps' attention (energy share on the artefact ÷ its share of the image, ATTENTION or more)
+is said beside the verdict, not made one: a map can look at ink the model ignores.
+For `lesion-removed`: if the explained class's probability moves by less than SHIFT on
+average, the model is not looking at the lesion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from model_store.evaluation.summary import skipped
+
+MIN_SHIFT = 0.1
+MIN_FLIPS = 0.1
+MIN_METRIC = 0.1
+ATTENTION = 1.5
+BOOTSTRAP = 1000
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    return {
+        "mean": round(float(values.mean()), 4),
+        "median": round(float(np.median(values)), 4),
+        "p90": round(float(np.percentile(values, 90)), 4),
+    }
+
+
+def binary(probabilities: np.ndarray, positive: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(p of the positive classes together, top-1 is a positive class)."""
+    return probabilities[:, positive].sum(axis=1), np.isin(probabilities.argmax(axis=1), positive)
+
+
+def labelled_metrics(score: np.ndarray, called: np.ndarray, truth: np.ndarray) -> dict:
+    from model_store.evaluation.metrics import roc_auc
+
+    sens = called[truth].mean() if truth.any() else np.nan
+    spec = (~called[~truth]).mean() if (~truth).any() else np.nan
+    auc = roc_auc(score, truth)
+    return {
+        "sensitivity": float(sens),
+        "specificity": float(spec),
+        "balanced_accuracy": float(np.nanmean([sens, spec])),
+        "auc": np.nan if auc is None else float(auc),
+    }
+
+
+def _interval(samples: list[float]) -> list[float] | None:
+    clean = np.array([s for s in samples if not np.isnan(s)])
+    if len(clean) < 20:
+        return None
+    return [round(float(np.percentile(clean, 2.5)), 4), round(float(np.percentile(clean, 97.5)), 4)]
+
+
+def with_labels(
+    before: np.ndarray, after: np.ndarray, labels: np.ndarray, positive: list[int], seed: int
+) -> dict:
+    """Sensitivity, specificity, balanced accuracy and AUC before and after, each with a
+    bootstrap 95 % interval, and the paired interval of each change."""
+    truth = np.isin(labels, positive)
+    b_score, b_called = binary(before, positive)
+    a_score, a_called = binary(after, positive)
+    point_before = labelled_metrics(b_score, b_called, truth)
+    point_after = labelled_metrics(a_score, a_called, truth)
+    rng = np.random.default_rng(seed)
+    draws: dict[str, dict[str, list[float]]] = {
+        k: {"before": [], "after": [], "change": []} for k in point_before
+    }
+    n = len(labels)
+    for _ in range(BOOTSTRAP):
+        pick = rng.integers(0, n, n)
+        mb = labelled_metrics(b_score[pick], b_called[pick], truth[pick])
+        ma = labelled_metrics(a_score[pick], a_called[pick], truth[pick])
+        for k in point_before:
+            draws[k]["before"].append(mb[k])
+            draws[k]["after"].append(ma[k])
+            draws[k]["change"].append(ma[k] - mb[k])
+    found = {}
+    for k in point_before:
+        found[k] = {
+            "before": _round(point_before[k]),
+            "after": _round(point_after[k]),
+            "before_ci": _interval(draws[k]["before"]),
+            "after_ci": _interval(draws[k]["after"]),
+            "change": _round(point_after[k] - point_before[k]),
+            "change_ci": _interval(draws[k]["change"]),
+        }
+    return found
+
+
+def _round(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 4)
+
+
+def artefact_figures(
+    rows: list[dict], name: str, positive: list[int], codes: list[str], seed: int
+) -> dict:
+    placed = [r for r in rows if r["artefacts"][name]["placed"]]
+    figures: dict[str, Any] = {"images": len(placed), "not_placed": len(rows) - len(placed)}
+    if not placed:
+        return figures
+    before = np.array([r["probabilities"] for r in placed], dtype=np.float64)
+    after = np.array([r["artefacts"][name]["probabilities"] for r in placed], dtype=np.float64)
+    delta = after - before
+    figures["delta"] = {code: _stats(delta[:, i]) for i, code in enumerate(codes)}
+    figures["mean_abs_delta"] = round(float(np.abs(delta).sum(axis=1).mean() / 2), 4)
+    flips = before.argmax(1) != after.argmax(1)
+    figures["flip_rate"] = round(float(flips.mean()), 4)
+    targets = np.array([r["target"] for r in placed])
+    figures["target_delta"] = _stats(delta[np.arange(len(placed)), targets])
+    if positive:
+        b_pos = np.isin(before.argmax(1), positive)
+        a_pos = np.isin(after.argmax(1), positive)
+        figures["positive_delta"] = _stats(delta[:, positive].sum(axis=1))
+        figures["flips_towards_positive"] = round(float((~b_pos & a_pos).mean()), 4)
+        figures["flips_away_from_positive"] = round(float((b_pos & ~a_pos).mean()), 4)
+    attended = [r["artefacts"][name] for r in placed if "energy" in r["artefacts"][name]]
+    if attended:
+        energy = float(np.mean([a["energy"] for a in attended]))
+        area = float(np.mean([a["area"] for a in attended]))
+        figures["attention"] = {
+            "energy_share": round(energy, 4),
+            "area_share": round(area, 4),
+            "ratio": round(energy / area, 2) if area > 0 else None,
+            "max_on_artefact": round(float(np.mean([a["max_on"] for a in attended])), 4),
+        }
+    labelled = [i for i, r in enumerate(placed) if r["label"] is not None]
+    if positive and len(labelled) >= 10:
+        labels = np.array([placed[i]["label"] for i in labelled])
+        figures["labelled"] = with_labels(before[labelled], after[labelled], labels, positive, seed)
+    return figures
+
+
+def _systematic(figures: dict) -> tuple[float, str]:
+    """The largest mean signed shift of one class (or of the malignant classes together)."""
+    candidates = [(abs(s["mean"]), code, s["mean"]) for code, s in figures.get("delta", {}).items()]
+    if "positive_delta" in figures:
+        mean = figures["positive_delta"]["mean"]
+        candidates.append((abs(mean), "the malignant classes", mean))
+    if not candidates:
+        return 0.0, ""
+    size, where, signed = max(candidates)
+    return size, f"{'towards' if signed > 0 else 'away from'} {where} ({signed:+.3f})"
+
+
+def _significant(value: dict) -> bool:
+    """A labelled figure's change at least MIN_METRIC, its interval excluding no change."""
+    ci, change = value["change_ci"], value["change"]
+    return bool(
+        ci and change is not None and abs(change) >= MIN_METRIC and (ci[0] > 0 or ci[1] < 0)
+    )
+
+
+def verdicts(summary: dict) -> dict[str, dict]:
+    noise = summary["artefacts"]["identity"]
+    noise_shift, _ = _systematic(noise)
+    shift = max(MIN_SHIFT, 3 * noise_shift)
+    flips = max(MIN_FLIPS, 3 * noise.get("flip_rate", 0.0))
+    found = {}
+    for name, figures in summary["artefacts"].items():
+        if name == "identity" or not figures.get("images"):
+            continue
+        reasons = []
+        size, where = _systematic(figures)
+        if name == "lesion-removed":
+            moved = abs(figures["target_delta"]["mean"])
+            verdict = "relies on the lesion" if moved >= shift else "not looking at the lesion"
+            found[name] = {
+                "verdict": verdict,
+                "reasons": [f"the explained class's probability moves by {moved:.3f} on average "
+                            f"without the lesion (threshold {shift:.3f})"],
+            }  # fmt: skip
+            continue
+        if size >= shift:
+            reasons.append(f"shifts {where}: mean change at least {shift:.3f}")
+        net = figures.get("flips_towards_positive", 0) - figures.get("flips_away_from_positive", 0)
+        if abs(net) >= flips:
+            side = "towards" if net > 0 else "away from"
+            reasons.append(
+                f"net {abs(net):.1%} of answers flip {side} the malignant classes "
+                f"(threshold {flips:.1%})"
+            )
+        for metric, value in (figures.get("labelled") or {}).items():
+            if metric != "auc" and _significant(value):
+                ci = value["change_ci"]
+                reasons.append(
+                    f"{metric.replace('_', ' ')} {value['before']:.3f} → {value['after']:.3f} "
+                    f"(change 95 % CI {ci[0]:+.3f} to {ci[1]:+.3f})"
+                )
+        attention = figures.get("attention") or {}
+        looks = attention.get("ratio") is not None and attention["ratio"] >= ATTENTION
+        found[name] = {
+            "verdict": "shortcut suspected" if reasons else "no effect measured",
+            "reasons": reasons,
+            "maps_look_at_it": looks,
+        }
+    return {
+        "thresholds": {
+            "shift": round(shift, 4),
+            "flips": round(flips, 4),
+            "metric": MIN_METRIC,
+            "attention": ATTENTION,
+        },
+        **found,
+    }
+
+
+def summarise(
+    rows: list[dict], names: list[str], positive: list[int], codes: list[str], seed: int = 0
+) -> dict:
+    left = skipped(rows)
+    rows = sorted((r for r in rows if "skipped" not in r), key=lambda r: r["id"])
+    summary: dict[str, Any] = {
+        "images": len(rows),
+        **({"skipped": left} if left["count"] else {}),
+        "positive": [codes[i] for i in positive],
+        "lesion_masks": {
+            how: sum(r["lesion"] == how for r in rows) for how in ("mask", "estimated")
+        },
+        "artefacts": {name: artefact_figures(rows, name, positive, codes, seed) for name in names},
+    }
+    summary["verdicts"] = verdicts(summary)
+    seconds = [r["seconds"] for r in rows if "seconds" in r]
+    passes = sum(r.get("passes", 0) for r in rows)
+    if seconds:
+        summary["speed"] = {
+            "seconds_per_image": round(float(np.mean(seconds)), 3),
+            "images_x_artefacts_per_second": round(
+                len(rows) * len(names) / float(np.sum(seconds)), 2
+            ),
+            "explained_passes": passes,
+        }
+    return summary

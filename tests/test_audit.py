@@ -1,0 +1,111 @@
+"""The shortcut audit proven on models with a planted shortcut (ink beside malignant lesions;
+dark corners on malignant images) and on their clean twin, trained here from seeds; and the
+artefacts themselves: seeded, off the lesion, looking like what they are."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model_store.demos import shortcuts
+from model_store.evaluation.audit import artefacts, lesion
+from model_store.evaluation.audit.cli import main as audit
+from model_store.synthetic import lesion_image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+OTHERS = ("ruler", "hair", "bubbles")  # share neither colour nor place with a planted one
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    return shortcuts.held_out(tmp_path_factory.mktemp("held-out"), count=40)
+
+
+@pytest.fixture(scope="module")
+def audited(held_out, tmp_path_factory):
+    """Each recipe trained, exported and audited once: recipe → (report summary, model dir)."""
+    found = {}
+    for recipe in shortcuts.RECIPES:
+        folder = tmp_path_factory.mktemp(recipe)
+        model = shortcuts.build(recipe, folder / "model")
+        out = folder / "audit"
+        argv = [str(model), "--images", str(held_out), "--labels", str(held_out / "labels.csv")]
+        assert audit([*argv, "--out", str(out), "--record"]) == 0
+        found[recipe] = (json.loads((out / "report.json").read_text())["summary"], model)
+    return found
+
+
+def verdict(summary: dict, name: str) -> str:
+    return summary["verdicts"][name]["verdict"]
+
+
+def test_the_clean_twin_is_cleared_of_every_artefact(audited):
+    summary, _ = audited["clean"]
+    for name in artefacts.ARTEFACTS:
+        assert verdict(summary, name) == "no effect measured", (name, summary["verdicts"][name])
+    assert verdict(summary, "lesion-removed") == "relies on the lesion"
+    assert summary["artefacts"]["identity"]["mean_abs_delta"] < 0.01  # the noise floor
+
+
+@pytest.mark.parametrize("planted", ["ink", "dark-corners"])
+def test_a_planted_shortcut_is_flagged_and_the_unrelated_artefacts_cleared(audited, planted):
+    summary, model = audited[planted]
+    assert verdict(summary, planted) == "shortcut suspected"
+    shifts = {n: f["positive_delta"]["mean"] for n, f in summary["artefacts"].items()}
+    assert shifts[planted] > 0.5 and shifts[planted] == max(shifts.values())  # towards malignant
+    for name in OTHERS:
+        assert verdict(summary, name) == "no effect measured", (name, summary["verdicts"][name])
+    labelled = summary["artefacts"][planted]["labelled"]["specificity"]
+    assert labelled["change"] < -0.5 and labelled["change_ci"][1] < 0  # benign called malignant
+    # --record: the verdicts are in the manifest, where ?model=1 shows them
+    recorded = json.loads((model / "manifest.json").read_text())["audit"]
+    assert recorded["verdicts"][planted]["verdict"] == "shortcut suspected"
+
+
+def test_the_report_shows_what_was_done(audited, held_out, tmp_path):
+    summary, model = audited["ink"]
+    assert summary["images"] == 40 and summary["lesion_masks"]["estimated"] == 40
+    assert summary["speed"]["explained_passes"] == 40 * (1 + 2 + len(artefacts.ARTEFACTS))
+    out = tmp_path / "again"
+    argv = [str(model), "--images", str(held_out), "--artefacts", "ink", "--limit", "6"]
+    assert audit([*argv, "--out", str(out)]) == 0
+    for name in ("report.md", "flip-rate.png", "contact-sheet-ink.png", "results.jsonl"):
+        assert (out / name).stat().st_size > 200, name
+    sheet = Image.open(out / "contact-sheet-ink.png")
+    assert sheet.width == 4 * 150  # original | altered | map before | map after
+    assert "## Verdicts" in (out / "report.md").read_text()
+
+
+def test_artefacts_are_seeded_and_stay_off_the_lesion():
+    pixels, mask = lesion_image(seed=3, index=1, size=192, label=4)
+    lesion_mask = mask > 0
+    for name in artefacts.ARTEFACTS:
+        first, drawn = artefacts.draw(name, pixels, lesion_mask, seed=5)
+        again, _ = artefacts.draw(name, pixels, lesion_mask, seed=5)
+        other, _ = artefacts.draw(name, pixels, lesion_mask, seed=6)
+        assert np.array_equal(first, again), name
+        assert drawn.any(), name
+        changed = np.any(first != pixels, axis=2)
+        if name != "colour-patch":  # a corner chart may touch a lesion that fills the frame
+            assert not (changed & lesion_mask).any(), name
+        if name in ("ink", "hair", "bubbles"):  # drawn at random places: another seed, elsewhere
+            assert not np.array_equal(first, other), name
+    removed, region = artefacts.draw("lesion-removed", pixels, lesion_mask, seed=1)
+    skin = pixels[~region].mean(axis=0)
+    assert np.abs(removed[lesion_mask].mean(axis=0) - skin).max() < 25  # filled with skin
+    with pytest.raises(ValueError, match="unknown artefact"):
+        artefacts.draw("sticker", pixels, lesion_mask, seed=0)
+
+
+def test_the_lesion_estimate_finds_synthetic_lesions():
+    overlaps = []
+    for i in range(8):
+        pixels, mask = lesion_image(seed=12, index=i, size=160, label=i % 7)
+        found = lesion.estimate(Image.fromarray(pixels))
+        truth = mask > 0
+        overlaps.append((found & truth).sum() / (found | truth).sum())
+    assert np.median(overlaps) > 0.5, overlaps

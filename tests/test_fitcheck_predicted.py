@@ -1,0 +1,69 @@
+"""The fit check that predicts: one whole-core profile, every configuration predicted from it,
+the recommended one and the next cheaper run for real; and the quota model it rests on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from harness import cpugroup, memgroup
+from model_store.fitting import cli as fit_cli
+from model_store.fitting import predicted
+from model_store.fitting.profile import Profile, Request, TierFit
+
+
+def test_the_quota_model_matches_a_cfs_period_by_hand():
+    # 0.5 s of CPU at a quarter vCPU: 25 ms per 100 ms period, done in the 20th period.
+    (wall,) = predicted.throttled([(0.5, 0.0)], 0.25)
+    assert wall == pytest.approx(1.925, abs=1e-6)
+    # Work under the quota left in its period runs at full speed; over it, it waits.
+    assert predicted.throttled([(0.01, 0.0)], 0.25) == [pytest.approx(0.01)]
+    first, second = predicted.throttled([(0.02, 0.0), (0.02, 0.0)], 0.25)
+    assert first == pytest.approx(0.02) and second == pytest.approx(0.08 + 0.015, abs=1e-6)
+    # Time spent outside the group (the client, the network) passes as it did.
+    assert predicted.throttled([(0.01, 0.05)], 0.25) == [pytest.approx(0.06)]
+
+
+def test_options_follow_the_profile():
+    profile = Profile(
+        "predict",
+        cold_start_s=0.6,
+        startup_cpu_s=0.5,
+        requests=[Request("small", 0.008, 0.010)] * 8 + [Request("large", 0.03, 0.035)] * 4,
+        tiers=[TierFit(256, 204, True), TierFit(128, 102, False, "thrashing")],
+    )
+    options = {(o.memory_mb, o.cpu): o for o in predicted.predicted_options(profile, (128, 256))}
+    assert not options[(128, 0.083)].fits and options[(256, 0.167)].fits
+    assert options[(256, 1.0)].cold_start_s == pytest.approx(0.6, abs=0.01)
+    assert options[(256, 0.167)].cold_start_s > 2.5  # 0.5 s of CPU at a sixth of a vCPU
+    assert options[(256, 0.167)].p50_ms > options[(256, 1.0)].p50_ms
+    assert all(o.source == "predicted" for o in options.values())
+
+
+@pytest.mark.skipif(
+    not (memgroup.available() and cpugroup.available()), reason="needs cgroup v1 controllers"
+)
+def test_the_predicted_check_recommends_verifies_and_records(demo_model_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(demo_model_dir, model)
+    out = tmp_path / "fit.json"
+    argv = [str(model), "--functions", "predict", "--warm", "9", "--json", str(out), "--record"]
+    assert fit_cli.main(argv) == 0
+    report = json.loads(out.read_text())["predict"]
+    profile = report["profile"]
+    assert profile["cold_start_s"] > profile["startup_cpu_s"] > 0.1
+    assert len(profile["requests"]) == 9 and "first answer" in profile["stages"]
+    assert [t["tier_mb"] for t in profile["tiers"]] == [1024, 512, 256, 128]
+    verified = [o for o in report["options"] if o["source"] == "verified"]
+    assert 1 <= len(report["runs"]) == len(verified) <= predicted.MAX_VERIFY_RUNS
+    best = report["recommended"]
+    assert best["source"] == "verified" and best["fits"] and best["cold_start_s"] <= 3
+    # every configuration cheaper than the recommendation that was run missed a target
+    for option in verified:
+        if option["cost_per_1000"] and option["cost_per_1000"] < best["cost_per_1000"]:
+            assert not (option["fits"] and option["cold_start_s"] <= 3 and option["p50_ms"] <= 300)
+    recorded = json.loads((model / "manifest.json").read_text())["fitcheck"]
+    assert recorded["mode"] == "predicted"
+    assert recorded["predict"]["recommended"]["memory_mb"] == best["memory_mb"]
