@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 REQUIREMENTS := requirements-dev.txt functions/predict/requirements.txt functions/gradcam/requirements.txt
 
-.PHONY: venv runtime test lint run demo demo-metadata bench soak zoo deploy-local fitcheck browser deploy clean
+.PHONY: venv runtime beam test lint run demo demo-metadata bench soak zoo deploy-local fitcheck browser deploy clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,17 @@ $(RUNTIME_STAMP): functions/predict/requirements.txt functions/gradcam/requireme
 	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
 	$(RUNTIME_VENV)/bin/pip install --quiet --disable-pip-version-check -r functions/predict/requirements.txt -r functions/gradcam/requirements.txt
 	printf '%s\n' "$(CURDIR)/shared" > "$$($(RUNTIME_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dermcam.pth"
+	touch $@
+
+# The Beam pipeline's own environment (model_store/archive: whole archives on the direct runner
+# or Dataflow): apart from .venv because Beam pins Pillow below the functions' 13.
+BEAM_VENV := .venv-beam
+BEAM_STAMP := $(BEAM_VENV)/.deps-stamp
+beam: $(BEAM_STAMP)
+$(BEAM_STAMP): model_store/archive/requirements.txt
+	test -x $(BEAM_VENV)/bin/python || $(PYTHON) -m venv $(BEAM_VENV)
+	$(BEAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r model_store/archive/requirements.txt
+	printf '%s\n' "$(CURDIR)/shared" "$(CURDIR)" > "$$($(BEAM_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dermcam.pth"
 	touch $@
 
 # Every model × function × engine × memory tier; writes bench/results.md (about 30 minutes).
@@ -59,7 +70,7 @@ browser:
 	    chromium shellcheck >/dev/null; }
 
 # Both cores, a test file per worker at a time (files share their servers through fixtures).
-test: venv lint browser
+test: venv runtime beam lint browser
 	$(PY) -m pytest -n 2 --dist loadfile
 
 # make run MODEL=ham10000 (a real HAM10000 network, fetched by hash and exported once),
@@ -70,11 +81,11 @@ run: venv
 # deploy.sh, unchanged, with the real gcloud against a local cloud (devstack/localcloud.py):
 # functions built from their own requirements, the page, warmup jobs firing. A rerun updates.
 deploy-local: venv browser
-	$(PY) -m devstack.rehearsal $(ARGS)
+	$(PY) -m devstack.rehearsal $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
-# make deploy ARGS="--project my-project [--dry-run] ..."; see ./deploy.sh --help
+# make deploy ARGS="--project my-project [--dry-run] ..." [MODEL=ham10000]; ./deploy.sh --help
 deploy:
-	./deploy.sh $(ARGS)
+	./deploy.sh $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 demo: venv
 	$(PY) -m model_store.demo
@@ -84,4 +95,4 @@ demo-metadata: venv
 	$(PY) -m model_store.metadata_demo
 
 clean:
-	rm -rf $(VENV) $(RUNTIME_VENV) build .pytest_cache .ruff_cache test-output .cache
+	rm -rf $(VENV) $(RUNTIME_VENV) $(BEAM_VENV) build .pytest_cache .ruff_cache test-output .cache

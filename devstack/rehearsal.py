@@ -96,6 +96,7 @@ def deploy(env: dict[str, str], origin: str, log: Path, *extra: str) -> dict[str
 
 
 def photo() -> bytes:
+    """A generated melanoma: the demo model's answer to it is known (mel)."""
     from model_store.synthetic import lesion_image
 
     pixels, _ = lesion_image(seed=12, index=0, size=400, label=4)
@@ -175,7 +176,16 @@ def wait_for_warmups(cloud: localcloud.Cloud, since: float, timeout_s: float) ->
     raise RuntimeError(f"warmup jobs did not fire within {timeout_s:.0f} s: {jobs}")
 
 
-def rehearse(state: Path, clock: float, runs: int, fresh: bool, private: bool = False) -> dict:
+def rehearse(
+    state: Path,
+    clock: float,
+    runs: int,
+    fresh: bool,
+    private: bool = False,
+    model: str | None = None,
+) -> dict:
+    """Deploy `runs` times (then --private when asked); `model`: deploy.sh's --model."""
+    chosen = ("--model", model) if model else ()
     if fresh:
         shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True, exist_ok=True)
@@ -187,7 +197,7 @@ def rehearse(state: Path, clock: float, runs: int, fresh: bool, private: bool = 
     cloudapis.install(cloud)
     cloudfunctions.install(cloud)
     server = localcloud.serve(cloud)
-    summary: dict = {"project": PROJECT, "storage": storage_url, "runs": []}
+    summary: dict = {"project": PROJECT, "storage": storage_url, "model": model, "runs": []}
     try:
         config = state / "gcloud"
         env = {
@@ -198,7 +208,7 @@ def rehearse(state: Path, clock: float, runs: int, fresh: bool, private: bool = 
         summary["account"] = login(cloud, env, state)
         for run in range(1, runs + 1):
             started = time.time()
-            urls = deploy(env, storage_url, state / f"deploy-{run}.log")
+            urls = deploy(env, storage_url, state / f"deploy-{run}.log", *chosen)
             result = {
                 "run": run,
                 "deploy_seconds": urls.pop("seconds"),
@@ -216,7 +226,7 @@ def rehearse(state: Path, clock: float, runs: int, fresh: bool, private: bool = 
             with cloud.lock:
                 cloud.save()
                 shutil.copy(state / "cloud" / "cloud.json", state / "cloud-public.json")
-            urls = deploy(env, storage_url, state / "deploy-private.log", "--private")
+            urls = deploy(env, storage_url, state / "deploy-private.log", *chosen, "--private")
             deployed = time.time()  # warmups fired before the jobs were updated carry no token
             result = {
                 "run": "private",
@@ -250,11 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--private", action="store_true", help="then redeploy with --private and check who gets in"
     )
+    parser.add_argument("--model", help="deploy.sh --model NAME (demo, ham10000, ...)")
     args = parser.parse_args(argv)
     if shutil.which("gcloud") is None:
         print("the Google Cloud CLI is not installed (Debian: google-cloud-cli)", file=sys.stderr)
         return 2
-    summary = rehearse(Path(args.state), args.clock, args.runs, args.fresh, args.private)
+    summary = rehearse(
+        Path(args.state), args.clock, args.runs, args.fresh, args.private, args.model
+    )
     last = summary["runs"][-1]
     print(
         f"\nrehearsed {len(summary['runs'])} deployment(s) of {PROJECT} with the real gcloud: "

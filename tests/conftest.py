@@ -113,3 +113,26 @@ def browser():
         launched = chromium.launch(playwright)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="session")
+def faulty_folder():
+    """An ISIC-style folder of generated lesions with an archive's usual faults: an image that
+    does not decode (broken), one labelled with a class no model has (lost, 'sarcoma') and
+    the last one without its mask. make(folder, seed, count) -> folder."""
+    from model_store.synthetic import write_folder
+
+    def make(folder: Path, seed: int, count: int) -> Path:
+        images = write_folder(folder, seed=seed, count=count, size=160)
+        first, last = f"SYN_{seed:04d}_00000", f"SYN_{seed:04d}_{count - 1:05d}"
+        (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+        mask = (images / f"{first}_segmentation.png").read_bytes()
+        (images / "broken_segmentation.png").write_bytes(mask)
+        (images / "lost.png").write_bytes((images / f"{first}.png").read_bytes())
+        (images / "lost_segmentation.png").write_bytes(mask)
+        (images / f"{last}_segmentation.png").unlink()
+        rows = (images / "labels.csv").read_text().splitlines() + ["broken,mel", "lost,sarcoma"]
+        (images / "labels.csv").write_text("\n".join(rows) + "\n")
+        return images
+
+    return make

@@ -215,24 +215,14 @@ def test_degenerate_thumbnails_are_listed():
     assert not flat_rows(Image.fromarray(np.ascontiguousarray(stripes.transpose(1, 0, 2))))
 
 
-def test_bad_images_are_skipped_with_their_reason_and_the_run_goes_on(demo_model_dir, tmp_path):
+def test_bad_images_are_skipped_with_their_reason_and_the_run_goes_on(
+    demo_model_dir, tmp_path, faulty_folder
+):
     """An undecodable image, one whose label the model lacks and one without its mask are
     reported as skipped, with why; everything else is evaluated."""
     from model_store.evaluation.evaluate import main
 
-    images = write_folder(tmp_path / "images", seed=41, count=6, size=160)
-    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    (images / "broken_segmentation.png").write_bytes(
-        (images / "SYN_0041_00001_segmentation.png").read_bytes()
-    )
-    (images / "lost.png").write_bytes((images / "SYN_0041_00000.png").read_bytes())
-    (images / "lost_segmentation.png").write_bytes(
-        (images / "SYN_0041_00000_segmentation.png").read_bytes()
-    )
-    (images / "SYN_0041_00005_segmentation.png").unlink()  # its mask is missing
-    rows = (images / "labels.csv").read_text().splitlines()
-    rows += ["broken,mel", "lost,sarcoma"]
-    (images / "labels.csv").write_text("\n".join(rows) + "\n")
+    images = faulty_folder(tmp_path / "images", seed=41, count=6)
     out = tmp_path / "report"
     argv = [str(demo_model_dir), "--images", str(images), "--labels", str(images / "labels.csv")]
     argv += ["--masks", str(images), "--methods", "gradcam", "--no-curves", "--out", str(out)]
@@ -245,5 +235,5 @@ def test_bad_images_are_skipped_with_their_reason_and_the_run_goes_on(demo_model
         "label 'sarcoma' is not among the model's classes": 1,
         "missing mask": 1,
     }
-    assert skipped["images"]["SYN_0041_00005"].startswith("missing mask")
+    assert skipped["images"]["SYN_0041_00005"].startswith("missing mask")  # the last one's
     assert "3 more were skipped" in (out / "report.md").read_text()

@@ -214,6 +214,9 @@ class Job:
     items: list[Item]
     out: Path
 
+    def settings(self) -> dict[str, Any]:
+        return settings(self.args, self.engine, self.methods)
+
 
 def job_from(args: argparse.Namespace) -> Job:
     """The job, or ValueError saying what is wrong with what was asked."""
@@ -246,7 +249,7 @@ def make_setup(job: Job) -> Setup:
 def run_here(job: Job) -> list[dict]:
     """Every image in this process, each row on disk as it is made (resumed when asked)."""
     codes = job.engine.manifest.codes
-    log = RunLog(job.out, settings(job.args, job.engine, job.methods), resume=not job.args.fresh)
+    log = RunLog(job.out, job.settings(), resume=not job.args.fresh)
     setup = make_setup(job)
     done = log.done()
     todo = [item for item in job.items if item.id not in done]
@@ -314,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         return delegate("evaluate", argv if argv is not None else sys.argv[1:])
     try:
         job = job_from(args)
-    except ValueError as exc:
+    except (ValueError, DermcamError) as exc:  # what was asked, or no model there
         print(exc, file=sys.stderr)
         return 2
     finish(job, run_here(job))

@@ -16,8 +16,8 @@ CLASS_COLUMNS = ("dx", "diagnosis", "label", "class", "benign_malignant", "targe
 @dataclass
 class Item:
     id: str
-    image: Path
-    mask: Path | None = None
+    image: str  # a local path or gs://bucket/name
+    mask: str | None = None
     label: int | None = None
     fields: dict[str, str] = field(default_factory=dict)  # patient metadata from the CSV
     skip: str | None = None  # why it cannot be used (reported, never silently dropped)

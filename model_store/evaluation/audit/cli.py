@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dermcam.engine import LiteRTEngine
+from dermcam.errors import DermcamError
 from dermcam.manifest import MANIFEST, Manifest, sha256_file
 from model_store.evaluation.audit import artefacts, figures, lesion, probe
 from model_store.evaluation.audit import report as audit_report
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         return delegate("audit", argv if argv is not None else sys.argv[1:])
     try:
         job = job_from(args)
-    except ValueError as exc:
+    except (ValueError, DermcamError) as exc:  # what was asked, or no model there
         print(exc, file=sys.stderr)
         return 2
     finish(job, run_here(job))
