@@ -1,6 +1,7 @@
 // dermcam page: choose a photo → one small upload → ranked classes and where the model looked
 // (or any class clicked). Plain JavaScript, no build step. The function URLs come from
-// config.js; photo.js prepares the upload, api.js talks to the functions.
+// config.js; photo.js prepares the upload, api.js talks to the functions, model.js shows
+// what the model is and asks for its patient fields.
 (() => {
   "use strict";
 
@@ -10,6 +11,7 @@
   const gradcamUrl = trim(config.gradcamUrl);
   const { prepare } = window.DermcamPhoto;
   const api = window.DermcamApi;
+  const model = window.DermcamModel;
   const $ = (id) => document.getElementById(id);
   const COLD_HINT_MS = 4000; // waiting longer than this means an instance is starting
   const methodNames = { "gradcam": "Grad-CAM" }; // filled from the model's description
@@ -90,7 +92,7 @@
     };
     setStatus("Uploading the photo…", true);
     try {
-      return await api.post(url, state.photo, { ...fields, ...patientValues() }, onProgress);
+      return await api.post(url, state.photo, { ...fields, ...model.patientValues(ui.patientFields) }, onProgress);
     } finally {
       clearTimeout(coldTimer);
       setProgress(null);
@@ -98,59 +100,6 @@
   }
 
   // --- the model's description: metadata form, methods --------------------------------
-
-  function fieldLabel(name) {
-    const words = name.replace(/_/g, " ");
-    return words.charAt(0).toUpperCase() + words.slice(1);
-  }
-
-  function schemaFields(schema) {
-    const items = Array.isArray(schema) ? schema : [schema];
-    return items.flatMap((item) => item.fields);
-  }
-
-  function buildPatientForm(schema) {
-    const rows = schemaFields(schema).map((field) => {
-      const label = document.createElement("label");
-      label.className = "field";
-      const title = document.createElement("span");
-      title.textContent = fieldLabel(field.name);
-      let input;
-      if (field.type === "categorical") {
-        input = document.createElement("select");
-        const required = field.default === null || field.default === undefined;
-        if (required) input.append(new Option("choose…", ""));
-        for (const category of field.categories) {
-          input.append(new Option(category, category, false, category === field.default));
-        }
-      } else {
-        input = document.createElement("input");
-        input.type = "number";
-        input.step = "any";
-        input.inputMode = "decimal";
-        if (field.min !== null && field.min !== undefined) input.min = String(field.min);
-        if (field.max !== null && field.max !== undefined) input.max = String(field.max);
-        const optional = field.missing && field.missing.fill !== null;
-        input.placeholder = optional ? "unknown" : "required";
-      }
-      input.name = field.name;
-      input.dataset.field = field.name;
-      input.addEventListener("change", onPatientChange);
-      label.append(title, input);
-      return label;
-    });
-    ui.patientFields.replaceChildren(...rows);
-    ui.patient.hidden = false;
-  }
-
-  // Only what the user gave: an empty field is missing, and the model's schema fills it.
-  function patientValues() {
-    const values = {};
-    for (const input of ui.patientFields.querySelectorAll("[data-field]")) {
-      if (input.value !== "") values[input.dataset.field] = input.value;
-    }
-    return values;
-  }
 
   let patientTimer = null;
   function onPatientChange() {
@@ -187,43 +136,11 @@
     renderModel(state.model.model);
     if (state.model.metadata) {
       state.schema = state.model.metadata;
-      buildPatientForm(state.schema);
+      model.buildPatientForm(ui.patientFields, state.schema, onPatientChange);
+      ui.patient.hidden = false;
     }
     if (state.model.methods) buildMethods(state.model.methods);
-    renderCard(state.model.card, state.model.labels);
-  }
-
-  // The model card the exporter was given: what the model is, its data and licences, what
-  // its authors measured, and each class in words.
-  function renderCard(card, labels) {
-    if (!card) return;
-    const text = (id, value) => {
-      const node = $(id);
-      node.textContent = value || "—";
-      node.hidden = false;
-    };
-    text("card-summary", card.title ? `${card.title}. ${card.summary || ""}` : card.summary);
-    const source = card.source || {};
-    text("card-source", [source.package, source.version].filter(Boolean).join(" ") +
-      (source.author ? ` by ${source.author}` : ""));
-    text("card-licence", card.licence);
-    const data = card.training_data || {};
-    text("card-data", data.name ? `${data.name} (${[data.licence, data.use].filter(Boolean).join(": ")})` : "");
-    text("card-use", card.intended_use);
-    const reported = card.reported || {};
-    text("card-reported", reported.accuracy !== undefined
-      ? `accuracy ${percent(reported.accuracy)} on ${reported.test_images} test images (${reported.by})`
-      : "");
-    const malignant = new Set(card.malignant || []);
-    const rows = (labels || []).flatMap((label) => {
-      const term = document.createElement("dt");
-      term.textContent = label.name + (malignant.has(label.code) ? " (malignant)" : "");
-      const description = document.createElement("dd");
-      description.textContent = label.description || label.code;
-      return [term, description];
-    });
-    $("card-classes").replaceChildren(...rows);
-    $("model-card").hidden = false;
+    model.renderCard(state.model.card, state.model.labels, percent);
   }
 
   function renderModel(model) {

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +23,18 @@ ISIC_IMAGES = ISIC / "images"
 def demo_model_dir() -> Path:
     assert (DEMO_MODEL / "manifest.json").is_file(), "run `make demo` to build the demo model"
     return DEMO_MODEL
+
+
+def post_multipart(url, data, filename="lesion.png", **fields):
+    return requests.post(url, files={"image": (filename, data)}, data=fields, timeout=60)
+
+
+def fetch_png(url):
+    if url.startswith("data:"):
+        return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200, response.text
+    return Image.open(io.BytesIO(response.content))
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:
