@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
-REQUIREMENTS := requirements-dev.txt functions/predict/requirements.txt functions/gradcam/requirements.txt
+REQUIREMENTS := requirements-dev.txt requirements-onnx2tf.txt functions/predict/requirements.txt functions/gradcam/requirements.txt
 
-.PHONY: venv runtime beam test lint run demo demo-metadata bench soak zoo deploy-local fitcheck browser deploy clean
+.PHONY: venv runtime beam torch test lint run demo demo-metadata bench soak zoo zoo-onnx deploy-local fitcheck browser deploy clean
 
 venv: $(STAMP)
 
@@ -16,6 +16,7 @@ venv: $(STAMP)
 $(STAMP): $(REQUIREMENTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-onnx2tf.txt
 	printf '%s\n' "$(CURDIR)/shared" "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dermcam-dev.pth"
 	touch $@
 
@@ -41,6 +42,17 @@ $(BEAM_STAMP): model_store/archive/requirements.txt
 	printf '%s\n' "$(CURDIR)/shared" "$(CURDIR)" > "$$($(BEAM_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dermcam.pth"
 	touch $@
 
+# PyTorch (torch, torchvision, timm, pytorch-grad-cam; several GB) for make zoo-onnx and for
+# regenerating tests/fixtures/onnx; never part of make test, never beside TensorFlow.
+TORCH_VENV := .venv-torch
+TORCH_STAMP := $(TORCH_VENV)/.deps-stamp
+torch: $(TORCH_STAMP)
+$(TORCH_STAMP): requirements-torch.txt
+	test -x $(TORCH_VENV)/bin/python || $(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-torch.txt
+	printf '%s\n' "$(CURDIR)" > "$$($(TORCH_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dermcam.pth"
+	touch $@
+
 # Every model × function × engine × memory tier; writes bench/results.md (about 30 minutes).
 bench: venv runtime
 	$(PY) -m bench.run $(ARGS)
@@ -53,6 +65,11 @@ soak: venv runtime
 # (hours: each export in its own process; reruns skip what bench/out/zoo.json holds).
 zoo: venv runtime
 	$(PY) -m bench.zoo $(ARGS)
+
+# PyTorch families (timm, torchvision) through ONNX, each map against pytorch-grad-cam's;
+# docs/MODELS.md (an hour or so; reruns skip what bench/out/zoo_onnx.json holds).
+zoo-onnx: venv runtime torch
+	$(PY) -m bench.zoo_onnx $(ARGS)
 
 # make fitcheck MODEL=model_store/models/mymodel/1 (or MODEL=ham10000, MODEL=demo-metadata)
 fitcheck: venv runtime
@@ -95,4 +112,4 @@ demo-metadata: venv
 	$(PY) -m model_store.metadata_demo
 
 clean:
-	rm -rf $(VENV) $(RUNTIME_VENV) $(BEAM_VENV) build .pytest_cache .ruff_cache test-output .cache
+	rm -rf $(VENV) $(RUNTIME_VENV) $(BEAM_VENV) $(TORCH_VENV) build .pytest_cache .ruff_cache test-output .cache

@@ -241,6 +241,16 @@ def export(
             )
         if quantization == "none" and not figures.passes(max_prob_diff):
             raise ExportError(parity_check.refusal(figures, max_prob_diff), figures)
+        original = parity_check.against_original(subject, engine, parity_images, preprocessing)
+        if original is not None:
+            manifest["parity"]["original"] = original
+            log("parity vs the original: " + ", ".join(f"{k}={v}" for k, v in original.items()))
+            if quantization == "none" and not parity_check.original_passes(original, max_prob_diff):
+                raise ExportError(
+                    f"The artifacts disagree with {original['runtime']} on the original file "
+                    f"(max |dp| <= {max_prob_diff or parity_check.MAX_PROB_DIFF:g}, top-1 100 %): "
+                    f"{original}. Nothing was written."
+                )
         _write_manifest(staging, manifest)
         if out_dir.exists():
             shutil.rmtree(out_dir)

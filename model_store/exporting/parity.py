@@ -131,6 +131,22 @@ def measure(
     return Parity(count, prob_diff, top1 / count, min(r_cam), min(r_pp), spread)
 
 
+def against_original(subject: Any, engine: Engine, count: int, preprocessing: str) -> dict | None:
+    """For a converted format (ONNX): the artifacts' probabilities against the original
+    file's own runtime on generated images; None for a source TensorFlow runs natively."""
+    original = getattr(subject, "original_parity", None)
+    if original is None:
+        return None
+    h, w = engine.manifest.height, engine.manifest.width
+    images, _, _ = dataset(2025, count, max(h, w))
+    return original(engine, [i[None, :h, :w, :].astype(np.float32) for i in images], preprocessing)
+
+
+def original_passes(figures: dict, max_prob_diff: float | None) -> bool:
+    bar = MAX_PROB_DIFF if max_prob_diff is None else max_prob_diff
+    return figures["max_abs_prob_diff"] <= bar and figures["top1_agreement"] >= MIN_TOP1
+
+
 def kernel_spread(
     predict_path: Path, tensors: list[np.ndarray], extras: list[dict[str, np.ndarray]]
 ) -> float:

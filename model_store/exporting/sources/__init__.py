@@ -1,6 +1,6 @@
 """Where a model comes from, one module per format behind one shape (`base`): `keras` (.keras,
 .h5, Keras 2 SavedModels through tf_keras) and `savedmodel` (any other SavedModel's frozen
-graph). `load_subject` picks one from the path."""
+graph) and `onnx` (an ONNX file, through onnx2tf). `load_subject` picks one from the path."""
 
 from __future__ import annotations
 
@@ -21,8 +21,12 @@ def load_subject(
     custom_objects_file: str | Path | None = None,
 ) -> KerasSubject | SavedModelSubject:
     """A .keras/.h5 file (Keras 3, else tf_keras), a Keras 2 SavedModel (its layers, through
-    tf_keras), or any other SavedModel directory (its frozen serving graph)."""
+    tf_keras), any other SavedModel directory (its frozen serving graph), or an .onnx file."""
     path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        from model_store.exporting.sources.onnx import OnnxSubject  # onnx2tf only when asked
+
+        return OnnxSubject(path, output_layer, input_size)
 
     def keras_subject() -> KerasSubject:
         loaded = load_model_file(path, None, trust_lambda_code, custom_objects_file)

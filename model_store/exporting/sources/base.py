@@ -1,9 +1,10 @@
 """What every source of a model gives the exporter: a forward pass and TensorFlow's own
 Grad-CAM inputs for one target.
 
-A source (`keras`, `savedmodel`; ONNX next) names its candidate target layers (last first),
+A source (`keras`, `savedmodel`, `onnx`) names its candidate target layers (last first),
 builds the forward pass x → (activations, logits or None, probabilities) for one of them,
-and computes TensorFlow's own Grad-CAM inputs for parity. `load_subject` picks the source
+and computes TensorFlow's own Grad-CAM inputs for parity; a converted format also offers
+`original_parity` (its own runtime on the original file). `load_subject` picks the source
 from the file.
 """
 

@@ -1,0 +1,209 @@
+"""make zoo-onnx: PyTorch families (timm, torchvision; random weights, 7 classes) through
+`torch.onnx.export` and dermcam's exporter, each Grad-CAM map held to pytorch-grad-cam's.
+
+    python -m bench.zoo_onnx [--families resnet18,...] [--images 8] [--no-fitcheck] [--fresh]
+
+Per family, three processes, two environments (torch never meets TensorFlow):
+1. `.venv-torch`: `model_store.demos.torch_specimens family` builds the network, exports the
+   ONNX file and keeps its weights;
+2. `.venv`: `python -m model_store.export FILE.onnx --preprocess torch` (its parity gates:
+   TensorFlow and onnxruntime), then the served engine on isic-uda1 photographs: the input
+   tensors, the class it explains (its top-1) and its Grad-CAM map at the target's resolution;
+3. `.venv-torch`: `torch_specimens reference` runs pytorch-grad-cam's `GradCAM` on the same
+   network at the module whose output is dermcam's target tensor, upsamples dermcam's maps
+   with pytorch-grad-cam's own `scale_cam_image` and gives Pearson r per image.
+Results accumulate in bench/out/zoo_onnx.json and are written into docs/MODELS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out" / "zoo_onnx"
+RESULTS = ROOT / "bench" / "out" / "zoo_onnx.json"
+DOC = ROOT / "docs" / "MODELS.md"
+TORCH = ROOT / ".venv-torch" / "bin" / "python"
+ISIC = ROOT / "data" / "isic-uda1" / "images"
+LABELS = "akiec,bcc,bkl,df,mel,nv,vasc"
+FAMILIES = (
+    "resnet18",
+    "resnet50",
+    "efficientnet_b0",
+    "tf_efficientnet_b3",
+    "densenet121",
+    "mobilenetv3_large_100",
+    "convnext_tiny",
+    "regnety_008",
+)
+MARK = "<!-- zoo-onnx -->"
+
+
+def _run(command: list[str], timeout: int) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip() and "WARNING" not in line]
+    return lines[-1][:300] if lines else ""
+
+
+def job(model_dir: Path, images: int, path: Path) -> dict:
+    """The served engine on real photographs: what pytorch-grad-cam is given to redo."""
+    from dermcam import cam, imaging
+    from dermcam.engine import LiteRTEngine
+    from dermcam.inputs import image_input
+    from dermcam.keras_engine import preprocess
+    from model_store.evaluation.per_image import MAX_PIXELS
+
+    engine = LiteRTEngine(str(model_dir))
+    files = sorted(ISIC.glob("*.jpg"))[-images:]  # the last ones: real lesions, not flat rows
+    tensors, classes, maps, first = [], [], [], None
+    for file in files:
+        decoded = imaging.decode(file.read_bytes(), MAX_PIXELS, image_input(engine.manifest))
+        k = int(np.argmax(engine.predict(decoded.tensor)))
+        explained = engine.explain(decoded.tensor, k)
+        first = explained.activations if first is None else first
+        x = preprocess(engine.manifest.raw.get("preprocessing", "none"), decoded.tensor).numpy()
+        tensors.append(np.transpose(x[0], (2, 0, 1)))
+        classes.append(k)
+        maps.append(cam.class_map(explained.activations, explained.gradients))
+    np.savez(
+        path,
+        images=np.stack(tensors).astype(np.float32),
+        classes=np.array(classes),
+        target=np.transpose(first, (2, 0, 1))[None].astype(np.float32),
+        dermcam_maps=np.stack(maps).astype(np.float32),
+    )
+    return {"images": len(files)}
+
+
+def one(name: str, images: int, fitcheck: bool) -> dict:
+    folder = OUT / name
+    folder.mkdir(parents=True, exist_ok=True)
+    source, model_dir = folder / f"{name}.onnx", folder / "model"
+    row: dict = {"family": name, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    made = _run([str(TORCH), "-m", "model_store.demos.torch_specimens", "family", name,
+                 "--out", str(source)], 1800)  # fmt: skip
+    if made.returncode != 0:
+        return {**row, "result": "torch export failed", "note": _last_line(made.stderr)}
+    row.update(json.loads(made.stdout.strip().splitlines()[-1]))
+    command = [sys.executable, "-m", "model_store.export", str(source), "--labels", LABELS,
+               "--preprocess", "torch", "--out", str(model_dir)]  # fmt: skip
+    command += [] if fitcheck else ["--fitcheck", "none"]
+    started = time.perf_counter()
+    exported = _run(command, 3600)
+    row["export_s"] = round(time.perf_counter() - started, 1)
+    if exported.returncode != 0:
+        return {**row, "result": "not exported", "note": _last_line(exported.stderr)}
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    row.update(
+        result="exported",
+        target=manifest["target_layer"],
+        parity_tf=manifest["parity"]["max_abs_prob_diff"],
+        parity_ort=manifest["parity"]["original"]["max_abs_prob_diff"],
+        top1_ort=manifest["parity"]["original"]["top1_agreement"],
+        mb={k: round(v["bytes"] / 1e6, 1) for k, v in manifest["artifacts"].items()},
+        tiers={
+            f: ((manifest.get("fitcheck", {}).get(f) or {}).get("recommended") or {}).get("flags")
+            for f in ("predict", "gradcam")
+        },
+    )
+    work = folder / "job.npz"
+    row.update(job(model_dir, images, work))
+    weights = str(source.with_suffix(".pt"))
+    reference = _run([str(TORCH), "-m", "model_store.demos.torch_specimens", "reference", name,
+                      "--weights", weights, "--job", str(work)], 1800)  # fmt: skip
+    if reference.returncode != 0:
+        return {**row, "note": "pytorch-grad-cam: " + _last_line(reference.stderr)}
+    done = np.load(work)
+    r = done["r"]
+    row.update(
+        torch_layer=str(done["torch_layer"]), r_min=float(r.min()), r_median=float(np.median(r))
+    )
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    columns = (
+        "family", "input", "result", "target (ONNX node) → PyTorch module",
+        "max abs Δp vs TF / vs onnxruntime", "top-1 vs onnxruntime",
+        "r vs pytorch-grad-cam (min / median)", "MB predict / gradcam", "predict", "gradcam",
+        "note",
+    )  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        mb = r.get("mb") or {}
+        tiers = r.get("tiers") or {}
+        lines.append(
+            f"| {r['family']} | {r.get('size', '–')} px | {r['result']} | "
+            f"{'`' + r['target'] + '`' if r.get('target') else '–'}"
+            f"{' → `' + r['torch_layer'] + '`' if r.get('torch_layer') else ''} | "
+            f"{_fmt(r.get('parity_tf'), '.2e')} / {_fmt(r.get('parity_ort'), '.2e')} | "
+            f"{_fmt(r.get('top1_ort'), '.0%')} | "
+            f"{_fmt(r.get('r_min'), '.4f')} / {_fmt(r.get('r_median'), '.4f')} | "
+            f"{mb.get('predict', '–')} / {mb.get('gradcam', '–')} | "
+            f"{tiers.get('predict') or '–'} | {tiers.get('gradcam') or '–'} | {r.get('note', '')} |"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def write_doc(rows: list[dict], images: int) -> None:
+    text = DOC.read_text()
+    body = (
+        f"{MARK}\n## PyTorch models through ONNX (`make zoo-onnx`)\n\n"
+        "Written by `python -m bench.zoo_onnx`. Each family from torchvision or timm, random "
+        "weights (BatchNorm settled on noise, as training would), a 7-class head, exported by "
+        "`torch.onnx.export` (opset 17, dynamic batch, the TorchScript exporter), then "
+        "`python -m model_store.export FILE.onnx --preprocess torch`: onnx2tf, the artifacts, "
+        "both parity gates (TensorFlow, and onnxruntime running the file itself; max |Δp| ≤ "
+        "1e-4, top-1 100 %). Then each Grad-CAM map of the served engine on "
+        f"{images} isic-uda1 photographs, for its top class, against pytorch-grad-cam 1.5.7's "
+        "`GradCAM` on the PyTorch network itself at the module whose output is the same tensor, "
+        "both upsampled by pytorch-grad-cam's `scale_cam_image`: Pearson r per image. Tiers: the "
+        "predicted fit check's recommendation.\n\n" + table(rows) + "\n"
+    )
+    if MARK in text:
+        text = text[: text.index(MARK)] + body
+    else:
+        text = text.rstrip("\n") + "\n\n" + body
+    DOC.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.zoo_onnx", description=__doc__)
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--no-fitcheck", action="store_true")
+    parser.add_argument("--fresh", action="store_true")
+    args = parser.parse_args(argv)
+    if not TORCH.exists():
+        print("no .venv-torch: run `make zoo-onnx`, which makes it", file=sys.stderr)
+        return 2
+    done = {} if args.fresh or not RESULTS.exists() else json.loads(RESULTS.read_text())
+    for name in args.families.split(","):
+        if name in done:
+            continue
+        print(f"{name} ...", flush=True)
+        done[name] = one(name, args.images, not args.no_fitcheck)
+        print(json.dumps(done[name]), flush=True)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(done, indent=2) + "\n")
+    write_doc([done[n] for n in FAMILIES if n in done], args.images)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
