@@ -27,6 +27,7 @@ import requests
 
 from harness import memgroup, servers
 from model_store.fitting.load import (
+    REQUEST_GAP_S,
     Upload,
     class_count,
     post_upload,
@@ -168,6 +169,7 @@ def _timed(
     function: str,
     target: int | None,
 ) -> Request | None:
+    time.sleep(REQUEST_GAP_S)
     cpu = server.cpu_s()
     begun = time.perf_counter()
     try:

@@ -16,7 +16,13 @@ import requests
 
 from harness import memgroup, servers
 from model_store.fitting import tiers
-from model_store.fitting.load import Upload, class_count, post_upload, start_server
+from model_store.fitting.load import (
+    REQUEST_GAP_S,
+    Upload,
+    class_count,
+    post_upload,
+    start_server,
+)
 
 BASELINE_MB = 2048
 WHOLE_CORE = 1.0
@@ -206,6 +212,7 @@ def _warm(
             run.complete = False
             run.note = f"stopped: {run.requests} requests took over {budget_s:.0f} s (thrashing)"
             break
+        time.sleep(REQUEST_GAP_S)
         begun = time.perf_counter()
         try:
             response = post_upload(session, url, upload, function, i % classes)
