@@ -8,7 +8,7 @@ import pytest
 
 from harness import cpugroup, memgroup, servers
 from model_store.fitting import cli as fit_cli
-from model_store.fitting import load, runs, tiers
+from model_store.fitting import exhaustive, load, runs, tiers
 from model_store.fitting import report as fit_report
 
 pytestmark = pytest.mark.skipif(
@@ -94,10 +94,31 @@ def test_fit_needs_the_baseline_speed():
 
     base = run(2048, 10.0)
     assert run(128, 12.0).fits(base)
-    assert not run(128, 20.0).fits(base)  # 2× slower than unconstrained: thrashing, not a fit
+    assert run(128, 20.0).fits(base)  # 10 ms more: two runs of one configuration differ so
+    assert not run(128, 40.0).fits(base)  # 4× slower than unconstrained: thrashing, not a fit
+    assert not run(128, 120.0).fits(run(2048, 80.0))  # 1.25 × 80 + 10 = 110
     assert not run(128, 10.0, oom_kills=1).fits(base)
     assert not run(128, 10.0, errors=1).fits(base)
     assert not runs.Run("predict", "litert", 128, True).fits(base)  # never answered
+
+
+def test_a_memory_tier_is_judged_by_most_of_its_runs():
+    """Memory does not depend on the share: one run of a tier that thrashed among three that
+    held does not fail the tier, and one that held among three that thrashed does not pass it."""
+
+    def run(tier, cpu, p50):
+        return runs.Run(
+            "gradcam", "litert", int(tier * 0.8), True, cpu=cpu, tier_mb=tier, cold_start_s=1.0,
+            requests=3, latency_ms={"all": {"p50": p50}},
+        )  # fmt: skip
+
+    baselines = {c: run(2048, c, 20.0) for c in (0.167, 0.333, 0.5, 1.0)}
+    mostly_held = [run(128, 0.167, 20.0), run(128, 0.333, 600.0), run(128, 0.5, 21.0),
+                   run(128, 1.0, 19.0)]  # fmt: skip
+    assert all(o.fits for o in exhaustive.judged(mostly_held, baselines))
+    mostly_thrashed = [run(256, 0.167, 20.0), run(256, 0.333, 600.0), run(256, 0.5, 500.0),
+                       run(256, 1.0, 400.0)]  # fmt: skip
+    assert not any(o.fits for o in exhaustive.judged(mostly_thrashed, baselines))
 
 
 def test_cli_measures_configurations_and_recommends_one(demo_model_dir, tmp_path, capsys):

@@ -28,6 +28,7 @@ from model_store.fitting.runs import (
     BASELINE_MB,
     MARGIN,
     SLOWDOWN_LIMIT,
+    SLOWDOWN_SLACK_MS,
     WHOLE_CORE,
     Run,
     run_function,
@@ -108,7 +109,9 @@ def _verified(run: Run, predicted: tiers.Option, baseline: Run | None) -> tiers.
 
 def _slower_than_predicted(run: Run, predicted: tiers.Option) -> bool:
     measured, foreseen = run.p50(), predicted.p50_ms
-    return measured is not None and foreseen is not None and measured > SLOWDOWN_LIMIT * foreseen
+    if measured is None or foreseen is None:
+        return False
+    return measured > SLOWDOWN_LIMIT * foreseen + SLOWDOWN_SLACK_MS
 
 
 def check_function(
