@@ -136,9 +136,10 @@ def convert(graph: OnnxGraph, folder: Path) -> Path:
     """The ONNX graph (simplified, Erf in builtins) → a SavedModel in `folder`, by onnx2tf in
     a child process (`onnx_convert`): there oneDNN is off, whose batched MatMul crashes
     TensorFlow 2.21 on ConvNeXt's channel MLPs, a crash costs the child, not the export, and
-    a failed first attempt leaves nothing behind for the second. Strict mode first (onnx2tf's accuracy
-    corrections around broadcasting ops), then without it, which converts graphs strict mode
-    gives up on (ConvNeXt's exact GELU); the parity gates judge the result either way."""
+    a failed first attempt leaves nothing behind for the second. Strict mode first
+    (onnx2tf's accuracy corrections around broadcasting ops), then without it, which
+    converts graphs strict mode gives up on (ConvNeXt's exact GELU); the parity gates judge
+    the result either way."""
     source = folder / "model.onnx"
     graph.save(source, for_conversion=True)
     saved = folder / "saved_model"
