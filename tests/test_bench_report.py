@@ -84,9 +84,9 @@ def test_a_function_holding_only_at_2_gib_gets_that_configuration():
 
 
 def test_fit_is_judged_against_the_baseline_of_the_same_share():
-    slow = [*RUNS[:4], row("litert", 102, 0.333, 45.0, tier=128, cold=1.5), *RUNS[5:]]
+    slow = [*RUNS[:4], row("litert", 102, 0.333, 60.0, tier=128, cold=1.5), *RUNS[5:]]
     lite = next(r for r in report.summary(results(slow)) if r["engine"] == "litert")
-    # 45 ms > 1.25 × 30 ms at the same share: page cache thrash, not a fit. 128 MiB at 0.083
+    # 60 ms > 1.25 × 30 ms + 10 ms at the same share: page cache thrash, not a fit. 128 MiB at 0.083
     # still fits but starts in 6 s: 2 GiB at a whole core is what meets both targets.
     assert (lite["memory_mb"], lite["cpu"]) == (2048, 1.0) and lite["meets_targets"]
 
