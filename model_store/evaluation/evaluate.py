@@ -46,7 +46,7 @@ from model_store.evaluation.per_image import (
     read,
 )
 from model_store.evaluation.runlog import RunLog
-from model_store.evaluation.runners import add_runner_options
+from model_store.evaluation.runners import add_runner_options, run_tool
 from model_store.evaluation.scoring import SCORECAM
 from model_store.evaluation.summary import summarise
 
@@ -310,18 +310,7 @@ def finish(job: Job, rows: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    if args.runner:  # on Apache Beam, in its own environment
-        from model_store.evaluation.runners import delegate
-
-        return delegate("evaluate", argv if argv is not None else sys.argv[1:])
-    try:
-        job = job_from(args)
-    except (ValueError, DermcamError) as exc:  # what was asked, or no model there
-        print(exc, file=sys.stderr)
-        return 2
-    finish(job, run_here(job))
-    return 0
+    return run_tool("evaluate", sys.modules[__name__], argv)
 
 
 def _metadata_used(manifest, fields: dict[str, str]) -> str | None:  # noqa: ANN001

@@ -50,3 +50,20 @@ def delegate(tool: str, argv: list[str]) -> int:
         return 2
     command = [str(python), "-m", "model_store.archive", tool, *argv]
     return subprocess.run(command, check=False).returncode
+
+
+def run_tool(tool: str, module, argv: list[str] | None) -> int:  # noqa: ANN001 - evaluate or audit
+    """A tool's CLI: on Apache Beam when `--runner` is given (in its own environment), else
+    here in one process; a bad request or a missing model is a message and exit code 2."""
+    from dermcam.errors import DermcamError
+
+    args = module.parse(argv)
+    if args.runner:
+        return delegate(tool, argv if argv is not None else sys.argv[1:])
+    try:
+        job = module.job_from(args)
+    except (ValueError, DermcamError) as exc:  # what was asked, or no model there
+        print(exc, file=sys.stderr)
+        return 2
+    module.finish(job, module.run_here(job))
+    return 0

@@ -4,15 +4,13 @@ what the predicted fit check (`fitting.predicted`) is measured against."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from harness import storage
 from model_store.fitting import tiers
-from model_store.fitting.load import Upload, request_plan
+from model_store.fitting.load import Upload, request_plan, with_storage
 from model_store.fitting.runs import BASELINE_MB, MARGIN, WHOLE_CORE, Run, run_function
 
 TIERS_MB = (128, 256, 512)
@@ -135,5 +133,4 @@ def check_with_storage(
     **options: Any,
 ) -> dict[str, dict]:
     """`check` with a storage emulator of its own, for gradcam's uploads."""
-    with tempfile.TemporaryDirectory() as tmp, storage.storage_emulator(Path(tmp)) as url:
-        return check(model_dir, functions, warm, url, **options)
+    return with_storage(check, model_dir, functions, warm, **options)

@@ -125,3 +125,12 @@ def post_upload(
         timeout=timeout,
         headers={"Content-Type": upload.content_type},
     )
+
+
+def with_storage(check, model_dir, functions: tuple[str, ...], warm: int, **options) -> dict:  # noqa: ANN001
+    """A fit check (`exhaustive.check` or `predicted.check`) with a storage emulator of its
+    own, for gradcam's uploads."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, storage.storage_emulator(Path(tmp)) as url:
+        return check(model_dir, functions, warm, url, **options)

@@ -20,9 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness import storage
 from model_store.fitting import tiers
-from model_store.fitting.load import REQUEST_GAP_S, request_plan
+from model_store.fitting.load import REQUEST_GAP_S, request_plan, with_storage
 from model_store.fitting.profile import Profile, measure
 from model_store.fitting.runs import (
     BASELINE_MB,
@@ -244,8 +243,7 @@ def check_with_storage(
     **options: Any,
 ) -> dict[str, dict]:
     """`check` with a storage emulator of its own, for gradcam's uploads."""
-    with tempfile.TemporaryDirectory() as tmp, storage.storage_emulator(Path(tmp)) as url:
-        return check(model_dir, functions, warm, url, **options)
+    return with_storage(check, model_dir, functions, warm, **options)
 
 
 __all__ = ["WHOLE_CORE", "check", "check_with_storage", "predicted_options", "throttled"]

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dermcam.engine import LiteRTEngine
-from dermcam.errors import DermcamError
 from dermcam.manifest import MANIFEST, Manifest, sha256_file
 from model_store.evaluation.audit import artefacts, figures, lesion, probe
 from model_store.evaluation.audit import report as audit_report
@@ -34,7 +33,7 @@ from model_store.evaluation.evaluate import SKIPPABLE
 from model_store.evaluation.folder import Item, collect, field_mapping, skip_reason, skipped
 from model_store.evaluation.per_image import read
 from model_store.evaluation.runlog import RunLog
-from model_store.evaluation.runners import add_runner_options, delegate
+from model_store.evaluation.runners import add_runner_options, run_tool
 
 MALIGNANT = ("mel", "bcc", "akiec", "scc", "malignant")
 
@@ -187,16 +186,7 @@ def finish(job: AuditJob, rows: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    if args.runner:  # on Apache Beam, in its own environment
-        return delegate("audit", argv if argv is not None else sys.argv[1:])
-    try:
-        job = job_from(args)
-    except (ValueError, DermcamError) as exc:  # what was asked, or no model there
-        print(exc, file=sys.stderr)
-        return 2
-    finish(job, run_here(job))
-    return 0
+    return run_tool("audit", sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
