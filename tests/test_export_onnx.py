@@ -22,7 +22,7 @@ from conftest import encode
 from dermcam.engine import LiteRTEngine
 from dermcam.keras_engine import preprocess
 from model_store.exporting.cli import main as export_main
-from model_store.exporting.sources.onnx_graph import OnnxGraph, erf_as_polynomial
+from model_store.exporting.sources.onnx_graph import OnnxGraph, erf_as_polynomial, spatial_nodes
 from model_store.synthetic import CLASSES, dataset
 
 FIXTURES = Path(__file__).parent / "fixtures" / "onnx"
@@ -192,6 +192,51 @@ def test_a_hand_made_onnx_classifier_exports(tmp_path, capsys):
     code, err, out = _export(tmp_path, _tiny_cnn(), capsys)
     assert code == 0, err
     assert LiteRTEngine(str(out)).manifest.raw["target_layer"] == "/act"
+
+
+def test_padding_computed_at_run_time_still_leaves_a_target(tmp_path, capsys):
+    """timm's TF-"same" convolutions (tf_efficientnet_*) pad by an amount computed from the
+    input's shape: shape inference then knows no size after it, and only the simplified graph
+    (the padding folded, what onnx2tf converts) shows the feature maps."""
+    pad = [
+        helper.make_node("Shape", ["input"], ["shape"], name="/pad/Shape"),
+        helper.make_node("Slice", ["shape", "two", "three"], ["h"], name="/pad/Slice"),
+        helper.make_node("Sub", ["h", "h_minus_one"], ["amount"], name="/pad/Sub"),
+        helper.make_node("Concat", ["zeros", "amount", "amount"], ["pads"], axis=0, name="/pad/C"),
+        helper.make_node("Pad", ["input", "pads"], ["padded"], name="/pad/Pad"),
+    ]
+    model = _tiny_cnn()
+    conv = model.graph.node[0]
+    conv.input[0] = "padded"
+    del conv.attribute[:]  # its padding is the Pad's, after the input
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend([*pad, *nodes])
+    for name, value in (("two", [2]), ("three", [3]), ("h_minus_one", [31]), ("zeros", [0] * 6)):
+        model.graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), name))
+    code, err, out = _export(tmp_path, model, capsys)
+    graph = OnnxGraph.read(tmp_path / "model.onnx")
+    assert not spatial_nodes(graph.model) and spatial_nodes(graph.simplified)
+    assert code == 0, err
+    assert LiteRTEngine(str(out)).manifest.raw["target_layer"] == "/act"
+
+
+def test_a_grouped_convolution_exports(tmp_path, capsys):
+    """RegNet's and ResNeXt's grouped convolutions: onnx2tf holds their kernels in bare
+    variables no layer tracks, which the converter freezes into the graph."""
+    model = _tiny_cnn()
+    grouped = helper.make_node(
+        "Conv", ["act", "gw"], ["grouped"], name="/grouped", group=4, pads=[1, 1, 1, 1]
+    )
+    model.graph.node.insert(2, grouped)
+    model.graph.node[3].input[0] = "grouped"  # the pool reads the grouped convolution
+    weights = np.random.default_rng(1).normal(0, 0.3, (8, 2, 3, 3)).astype(np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(weights, "gw"))
+    code, err, out = _export(tmp_path, model, capsys, "--preprocess", "torch")
+    assert code == 0, err
+    manifest = LiteRTEngine(str(out)).manifest.raw
+    assert manifest["target_layer"] == "/grouped"
+    assert manifest["parity"]["original"]["max_abs_prob_diff"] <= 1e-5
 
 
 def test_exact_gelu_is_served_in_builtins(tmp_path, capsys):

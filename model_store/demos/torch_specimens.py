@@ -16,6 +16,7 @@ file, at the module whose output is the target tensor dermcam chose (found by it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -80,7 +81,9 @@ FAMILIES = {
     "tf_efficientnet_b3": (_timm("tf_efficientnet_b3"), 300),
     "densenet121": (_torchvision("densenet121"), 224),
     "mobilenetv3_large_100": (_timm("mobilenetv3_large_100"), 224),
-    "convnext_tiny": (_timm("convnext_tiny"), 224),
+    # Layer scale at a trained network's order: its 1e-6 initial value makes every block an
+    # identity, and then no map tells the blocks (or a target) apart.
+    "convnext_tiny": (_timm("convnext_tiny", ls_init_value=0.5), 224),
     "regnety_008": (_timm("regnety_008"), 224),
 }
 
@@ -158,16 +161,40 @@ def reference(name: str, weights: Path, job: Path) -> None:
     model.load_state_dict(torch.load(weights))
     data = dict(np.load(job))
     images = torch.from_numpy(data["images"])
-    layer, module = _module_with_output(model, images[:1], data["target"])
-    cam = GradCAM(model=model, target_layers=[module])
-    maps = np.stack([
-        cam(images[i : i + 1], targets=[ClassifierOutputTarget(int(k))])[0]
-        for i, k in enumerate(data["classes"])
-    ])  # fmt: skip
+    with _out_of_place(model):
+        layer, module = _module_with_output(model, images[:1], data["target"])
+        cam = GradCAM(model=model, target_layers=[module])
+        maps = np.stack([
+            cam(images[i : i + 1], targets=[ClassifierOutputTarget(int(k))])[0]
+            for i, k in enumerate(data["classes"])
+        ])  # fmt: skip
     size = (images.shape[3], images.shape[2])
     ours = scale_cam_image(data["dermcam_maps"], target_size=size)
     r = [_pearson(a, b) for a, b in zip(ours, maps, strict=True)]
     np.savez(job, **data, torch_maps=maps, torch_layer=np.array(layer), r=np.array(r))
+
+
+@contextlib.contextmanager
+def _out_of_place(model):  # noqa: ANN001, ANN202
+    """Every ReLU out of place, the same arithmetic: a hook keeps a view of a layer's output,
+    and an in-place ReLU after the layer (DenseNet's `F.relu(features, inplace=True)`)
+    overwrites the activations pytorch-grad-cam holds while its gradient stays the one before
+    the ReLU — a map of no single tensor (torchvision PR #8306, captum issue #156)."""
+    import torch.nn.functional as F  # noqa: N812
+
+    relu = F.relu
+    flags = [
+        (m, m.inplace) for m in model.modules() if isinstance(getattr(m, "inplace", None), bool)
+    ]
+    for m, _ in flags:
+        m.inplace = False
+    F.relu = lambda x, inplace=False: relu(x, inplace=False)
+    try:
+        yield
+    finally:
+        F.relu = relu
+        for m, inplace in flags:
+            m.inplace = inplace
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -52,7 +52,13 @@ class OnnxSubject(SavedModelSubject):
     # --- targets: ONNX nodes, found in the converted graph by their values -----------------
 
     def _match_targets(self) -> list[Target]:
-        nodes = spatial_nodes(self.onnx.model)
+        # Shapes from the simplified graph (what onnx2tf converted); values from the file's.
+        produced = {out for node in self.onnx.model.graph.node for out in node.output}
+        nodes = [n for n in spatial_nodes(self.onnx.simplified) if n[1] in produced]
+        if not nodes:
+            raise ValueError(
+                "the ONNX graph has no spatial feature map ([1, C, h, w], h x w > 1) to explain"
+            )
         probe = np.random.default_rng(0).uniform(-1.0, 1.0, (1, self.height, self.width, 3))
         probe = probe.astype(np.float32)
         wanted = self.onnx.run(probe, [tensor for _, tensor in nodes])
@@ -62,14 +68,15 @@ class OnnxSubject(SavedModelSubject):
         for (node, tensor), value in zip(nodes, wanted, strict=True):
             nhwc = np.transpose(value[0], (1, 2, 0))
             scale = float(np.abs(nhwc).max()) or 1.0
-            same = [
-                op
+            errors = {
+                op: float(np.abs(found[op] - nhwc).max())
                 for op in ops
                 if found[op].shape == nhwc.shape
-                and float(np.abs(found[op] - nhwc).max()) <= MATCH_ATOL * scale
-            ]
-            if same:  # the last op with these values: the one the head reads
-                targets.append(Target(node, tensor, same[-1]))
+            }
+            close = [op for op, error in errors.items() if error <= MATCH_ATOL * scale]
+            if close:  # the closest; of equals (a copy, a transpose) the last, the head's
+                best = min(errors[op] for op in close)
+                targets.append(Target(node, tensor, [op for op in close if errors[op] == best][-1]))
         return targets
 
     def _values(self, probe: np.ndarray, ops: list[str]) -> list[np.ndarray]:

@@ -55,9 +55,18 @@ def convert(source: Path, saved: Path, height: int, width: int, strict: bool) ->
     signature = tf.function(lambda x: model(x)).get_concrete_function(
         tf.TensorSpec([1, height, width, 3], tf.float32, name="image")
     )
-    module = tf.Module()
-    module.model = model
-    tf.saved_model.save(module, str(saved), signatures={"serving_default": signature})
+    # Frozen: some conversions (grouped convolutions, ConvNeXt's layer scale) hold bare
+    # tf.Variables named "/node/..." that no layer tracks and no checkpoint can name; the
+    # exporter freezes the graph anyway.
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    frozen = convert_variables_to_constants_v2(signature)
+    serve = tf.function(
+        lambda x: {"output_0": tf.nest.flatten(frozen(x))[0]}
+    ).get_concrete_function(tf.TensorSpec([1, height, width, 3], tf.float32, name="image"))
+    tf.saved_model.save(tf.Module(), str(saved), signatures={"serving_default": serve})
 
 
 def cause(exc: BaseException, printed: str) -> str:

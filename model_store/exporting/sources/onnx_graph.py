@@ -27,6 +27,7 @@ class OnnxGraph:
     height: int
     width: int
     _sessions: dict = field(default_factory=dict, repr=False)
+    _simplified: object = field(default=None, repr=False)
 
     @classmethod
     def read(
@@ -80,16 +81,22 @@ class OnnxGraph:
         (an op onnxruntime lacks) is saved as it is, for onnx2tf to judge."""
         import onnx
 
-        model = self.model
-        if for_conversion:
+        model = erf_as_polynomial(self.simplified) if for_conversion else self.model
+        onnx.save(model, str(path))
+
+    @property
+    def simplified(self):  # noqa: ANN201 - onnx.ModelProto
+        """Constants folded by onnx-simplifier: shapes a padding computed at run time hid
+        (timm's TF-"same" convolutions) become known, the padding joins its convolution."""
+        if self._simplified is None:
             import onnxsim
 
             try:
-                folded, checked = onnxsim.simplify(model)
+                folded, checked = onnxsim.simplify(self.model)
             except Exception:  # noqa: BLE001 - onnx2tf then names what it cannot convert
-                folded, checked = model, True
-            model = erf_as_polynomial(folded if checked else model)
-        onnx.save(model, str(path))
+                folded, checked = self.model, True
+            self._simplified = folded if checked else self.model
+        return self._simplified
 
     def run(self, nhwc: np.ndarray, tensors: list[str]) -> list[np.ndarray]:
         """onnxruntime on the file: the named tensors (any in the graph) for an NHWC batch."""
