@@ -2,6 +2,7 @@
 `torch.onnx.export` and dermcam's exporter, each Grad-CAM map held to pytorch-grad-cam's.
 
     python -m bench.zoo_onnx [--families resnet18,...] [--images 8] [--no-fitcheck] [--fresh]
+    python -m bench.zoo_onnx --report-only
 
 Per family, three processes, two environments (torch never meets TensorFlow):
 1. `.venv-torch`: `model_store.demos.torch_specimens family` builds the network, exports the
@@ -43,6 +44,7 @@ FAMILIES = (
     "mobilenetv3_large_100",
     "convnext_tiny",
     "regnety_008",
+    "vit_tiny_patch16_224",
 )
 MARK = "<!-- zoo-onnx -->"
 # Where the automatic target (the last spatial map) is a tensor no PyTorch module outputs, the
@@ -117,10 +119,7 @@ def one(name: str, images: int, fitcheck: bool) -> dict:
         parity_ort=manifest["parity"]["original"]["max_abs_prob_diff"],
         top1_ort=manifest["parity"]["original"]["top1_agreement"],
         mb={k: round(v["bytes"] / 1e6, 1) for k, v in manifest["artifacts"].items()},
-        tiers={
-            f: ((manifest.get("fitcheck", {}).get(f) or {}).get("recommended") or {}).get("flags")
-            for f in ("predict", "gradcam")
-        },
+        tiers=recommended_tiers(manifest),
     )
     if name in TARGETS:
         row["note"] = (
@@ -140,6 +139,15 @@ def one(name: str, images: int, fitcheck: bool) -> dict:
         torch_layer=str(done["torch_layer"]), r_min=float(r.min()), r_median=float(np.median(r))
     )
     return row
+
+
+def recommended_tiers(manifest: dict) -> dict:
+    """The fit check's recommendation per function, as `deploy.sh` would deploy it."""
+    found = {}
+    for function in ("predict", "gradcam"):
+        best = (manifest.get("fitcheck", {}).get(function) or {}).get("recommended")
+        found[function] = f"{best['memory_mb']} MiB / {best['cpu']:g} vCPU" if best else None
+    return found
 
 
 def automatic_target(source: Path) -> str:
@@ -204,7 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--no-fitcheck", action="store_true")
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the doc from the results and manifests"
+    )
     args = parser.parse_args(argv)
+    if args.report_only:
+        done = json.loads(RESULTS.read_text())
+        for name, row in done.items():
+            manifest = OUT / name / "model" / "manifest.json"
+            if row.get("result") == "exported" and manifest.exists():
+                row["tiers"] = recommended_tiers(json.loads(manifest.read_text()))
+        RESULTS.write_text(json.dumps(done, indent=2) + "\n")
+        images = next((r["images"] for r in done.values() if "images" in r), args.images)
+        write_doc([done[n] for n in FAMILIES if n in done], images)
+        return 0
     if not TORCH.exists():
         print("no .venv-torch: run `make zoo-onnx`, which makes it", file=sys.stderr)
         return 2

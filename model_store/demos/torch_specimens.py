@@ -85,6 +85,8 @@ FAMILIES = {
     # identity, and then no map tells the blocks (or a target) apart.
     "convnext_tiny": (_timm("convnext_tiny", ls_init_value=0.5), 224),
     "regnety_008": (_timm("regnety_008"), 224),
+    # A vision transformer: tokens, not a feature map; where the road ends, said as it is.
+    "vit_tiny_patch16_224": (_timm("vit_tiny_patch16_224"), 224),
 }
 
 

@@ -140,7 +140,7 @@ def export(
         prefix=".export-", dir=out_dir.parent, ignore_cleanup_errors=True
     ) as tmp:
         staging = Path(tmp)
-        chosen = None
+        chosen, needed = None, set()
         for path in candidates[:MAX_AUTO_TARGETS]:
             forward = subject.forward(path)
             try:
@@ -152,6 +152,7 @@ def export(
                 if target:
                     raise ExportError(f"Target layer {subject.describe(path)}: {exc}") from exc
                 log(f"  target {subject.describe(path)} skipped: needs {', '.join(exc.ops)}")
+                needed.update(exc.ops)
                 continue
             except ValueError as exc:
                 raise ExportError(str(exc)) from exc
@@ -159,8 +160,8 @@ def export(
             break
         if chosen is None:
             raise ExportError(
-                "No spatial layer near the output converts to LiteRT builtins; "
-                "name one with --target-layer."
+                "No spatial layer near the output converts to LiteRT builtins (its gradient "
+                f"needs {', '.join(sorted(needed))}); name one with --target-layer."
             )
         chosen_name = subject.describe(chosen)
         log(f"target layer: {chosen_name}" + (" (chosen automatically)" if not target else ""))
