@@ -46,6 +46,22 @@ def test_options_follow_the_profile():
     assert all(o.source == "predicted" for o in options.values())
 
 
+def test_a_squeezed_tier_starts_as_its_fresh_server_did():
+    squeezed = TierFit(128, 102, True, slowdown=1.1, cold_start_s=1.5, startup_cpu_s=0.8)
+    profile = Profile(
+        "predict",
+        cold_start_s=0.6,
+        startup_cpu_s=0.5,
+        requests=[Request("small", 0.025, 0.027)],
+        tiers=[TierFit(256, 204, True, "the peak is below the limit"), squeezed],
+    )
+    options = {(o.memory_mb, o.cpu): o for o in predicted.predicted_options(profile, (128, 256))}
+    assert options[(256, 1.0)].cold_start_s == pytest.approx(0.6, abs=0.01)
+    assert options[(128, 1.0)].cold_start_s == pytest.approx(1.5, abs=0.01)  # 0.8 CPU + 0.7 I/O
+    # at a third of a vCPU: 0.8 s of CPU takes 2.4 s, the reading passes as it did
+    assert options[(128, 0.333)].cold_start_s == pytest.approx(0.7 + 0.8 / 0.333, abs=0.12)
+
+
 @pytest.mark.skipif(
     not (memgroup.available() and cpugroup.available()), reason="needs cgroup v1 controllers"
 )
@@ -60,6 +76,9 @@ def test_the_predicted_check_recommends_verifies_and_records(demo_model_dir, tmp
     assert profile["cold_start_s"] > profile["startup_cpu_s"] > 0.1
     assert len(profile["requests"]) == 9 and "first answer" in profile["stages"]
     assert [t["tier_mb"] for t in profile["tiers"]] == [1024, 512, 256, 128]
+    for tier in profile["tiers"]:  # a squeezed tier that held was started fresh under it
+        if tier["fits"] and tier["slowdown"] is not None:
+            assert tier["cold_start_s"] > tier["startup_cpu_s"] > 0.1
     verified = [o for o in report["options"] if o["source"] == "verified"]
     assert 1 <= len(report["runs"]) == len(verified) <= predicted.MAX_VERIFY_RUNS
     best = report["recommended"]

@@ -68,11 +68,13 @@ def throttled(work: list[tuple[float, float]], share: float, gap_s: float = 0.0)
 
 def predicted_option(profile: Profile, memory_mb: int, cpu: float) -> tiers.Option:
     """One configuration's fit, cold start, warm p50 and cost, from the profile alone."""
-    startup = [(profile.startup_cpu_s, profile.cold_start_s - profile.startup_cpu_s)]
+    fit = profile.fit(memory_mb)
+    # A squeezed tier starts as its fresh server under the limit did; any other as unlimited.
+    started = fit if fit and fit.startup_cpu_s is not None else profile
+    startup = [(started.startup_cpu_s, max(started.cold_start_s - started.startup_cpu_s, 0.0))]
     cold = throttled(startup, cpu)[0]
     work = [(r.cpu_s, max(r.wall_s - r.cpu_s, 0.0)) for r in profile.requests]
     latencies = [wall * 1000 for wall in throttled(work, cpu, REQUEST_GAP_S)]
-    fit = profile.fit(memory_mb)
     return tiers.Option(
         memory_mb,
         cpu,
