@@ -150,7 +150,9 @@ def measure(
         server.stop()
     for fit in profile.tiers:
         if fit.fits and fit.slowdown is not None:  # squeezed, and it held
-            _cold_start_under(fit, function, model_dir, plan[0], storage_url, log_dir)
+            _cold_start_under(
+                fit, function, model_dir, plan[0], storage_url, log_dir, cold_timeout_s
+            )
     return profile
 
 
@@ -161,6 +163,7 @@ def _cold_start_under(
     upload: Upload,
     storage_url: str | None,
     log_dir: Path,
+    timeout_s: float,
 ) -> None:
     server = start_server(
         function,
@@ -171,7 +174,7 @@ def _cold_start_under(
         cpu_share=WHOLE_CORE,
     )
     try:
-        fit.cold_start_s = _cold_start(requests.Session(), server, upload, function, 90.0)
+        fit.cold_start_s = _cold_start(requests.Session(), server, upload, function, timeout_s)
         if fit.cold_start_s is None:
             fit.fits = False
             fit.reason = f"a fresh server under {fit.limit_mb} MiB never answered"

@@ -75,8 +75,7 @@ class OnnxSubject(SavedModelSubject):
             }
             close = [op for op, error in errors.items() if error <= MATCH_ATOL * scale]
             if close:  # the closest; of equals (a copy, a transpose) the last, the head's
-                best = min(errors[op] for op in close)
-                targets.append(Target(node, tensor, [op for op in close if errors[op] == best][-1]))
+                targets.append(Target(node, tensor, min(reversed(close), key=errors.__getitem__)))
         return targets
 
     def _values(self, probe: np.ndarray, ops: list[str]) -> list[np.ndarray]:
