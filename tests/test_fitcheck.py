@@ -102,6 +102,35 @@ def test_fit_needs_the_baseline_speed():
     assert not runs.Run("predict", "litert", 128, True).fits(base)  # never answered
 
 
+def test_a_run_near_a_target_is_repeated_and_the_median_kept(monkeypatch):
+    """A cold start of 3.56 s against a 3 s target, measured once, decided a recommendation
+    that the next run of the same configuration reversed: near a target, three runs decide."""
+
+    def run(cold, p50=50.0, **extra):
+        return runs.Run(
+            "gradcam", "litert", 204, True, cpu=0.167, tier_mb=256, cold_start_s=cold,
+            requests=3, latency_ms={"all": {"p50": p50}}, **extra,
+        )  # fmt: skip
+
+    assert runs.near_target(run(3.56), 300, 3.0) == "cold"
+    assert runs.near_target(run(1.0, 280.0), 300, 3.0) == "p50"
+    assert runs.near_target(run(1.0, 50.0), 300, 3.0) is None
+    assert runs.near_target(run(4.0), 300, 3.0) is None  # a clear miss is not run again
+
+    measured = iter([run(3.56), run(2.71, None), run(2.93), run(1.0)])
+    monkeypatch.setattr(runs, "run_function", lambda *a, **k: next(measured))
+    settled = runs.run_settled(targets=(300.0, 3.0))
+    assert settled.cold_start_s == 2.93 and "median cold of 3 runs" in settled.note
+    assert [r["cold_start_s"] for r in settled.repeats] == [3.56, 2.71, 2.93]
+    assert runs.run_settled(targets=(300.0, 3.0)).repeats == []  # 1.0 s: once is enough
+    # one stopped before any warm request counts as the slowest p50
+    measured = iter([run(1.0, 310.0), run(1.0, None), run(1.0, 290.0)])
+    assert runs.run_settled(targets=(300.0, 3.0)).p50() == 310.0
+    # a run that did not hold (OOM-killed) is a memory answer, not a coin toss
+    measured = iter([run(3.1, oom_kills=1)])
+    assert runs.run_settled(targets=(300.0, 3.0)).oom_kills == 1
+
+
 def test_a_memory_tier_is_judged_by_most_of_its_runs():
     """Memory does not depend on the share: one run of a tier that thrashed among three that
     held does not fail the tier, and one that held among three that thrashed does not pass it."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from model_store.fitting import tiers
 from model_store.fitting.load import Upload, request_plan, with_storage
-from model_store.fitting.runs import BASELINE_MB, MARGIN, WHOLE_CORE, Run, run_function
+from model_store.fitting.runs import BASELINE_MB, MARGIN, WHOLE_CORE, Run, run_settled
 
 TIERS_MB = (128, 256, 512)
 # Tried only when none of TIERS_MB fits: where a model that needs more (TensorFlow) lands.
@@ -37,8 +37,8 @@ def explore(
     2 GiB baseline is measured once and judges every configuration with that share.
     (runs, baselines)"""
 
-    def measure(limit_mb: int, cpu: float, tier_mb: int | None = None) -> Run:
-        run = run_function(
+    def measure(limit_mb: int, cpu: float, tier_mb: int | None = None, settle: bool = False) -> Run:
+        run = run_settled(
             function,
             model_dir,
             limit_mb,
@@ -48,6 +48,8 @@ def explore(
             log_dir,
             cpu=cpu,
             tier_mb=tier_mb,
+            # a configuration near a target is run three times; a baseline once
+            targets=(max_p50_ms, max_cold_s) if settle else None,
         )
         on_run(run)
         return run
@@ -58,7 +60,7 @@ def explore(
         for tier_mb, cpu in tiers.configurations([memory]):
             if cpus is not None and cpu not in cpus:
                 continue
-            runs.append(measure(int(tier_mb * (1 - MARGIN)), cpu, tier_mb))
+            runs.append(measure(int(tier_mb * (1 - MARGIN)), cpu, tier_mb, settle=True))
             if not runs[-1].answered or runs[-1].oom_kills:
                 break  # the memory does not hold; more CPU will not change that
             if cpu not in baselines:  # measured only where a configuration held
