@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -87,9 +88,8 @@ def test_fit_needs_the_baseline_speed():
             True,
             cold_start_s=0.5,
             peak_mb=50,
-            requests=3,
             latency_ms={"all": {"p50": p50}},
-            **extra,
+            **{"requests": 3, **extra},
         )
 
     base = run(2048, 10.0)
@@ -100,6 +100,9 @@ def test_fit_needs_the_baseline_speed():
     assert not run(128, 10.0, oom_kills=1).fits(base)
     assert not run(128, 10.0, errors=1).fits(base)
     assert not runs.Run("predict", "litert", 128, True).fits(base)  # never answered
+    # 30 requests that read back 2,197 pages of the model: thrashing whatever the p50
+    assert not run(128, 12.0, requests=30, major_faults=2197).fits(base)
+    assert run(128, 12.0, requests=30, major_faults=108).fits(base)  # a few: it held
 
 
 def test_a_run_near_a_target_is_repeated_and_the_median_kept(monkeypatch):
@@ -129,6 +132,14 @@ def test_a_run_near_a_target_is_repeated_and_the_median_kept(monkeypatch):
     # a run that did not hold (OOM-killed) is a memory answer, not a coin toss
     measured = iter([run(3.1, oom_kills=1)])
     assert runs.run_settled(targets=(300.0, 3.0)).oom_kills == 1
+    # at a tier the profile saw thrash, a fresh run that held is run again; one that did not
+    # answers for the tier
+    measured = iter([run(1.0, major_faults=5), run(1.0, major_faults=900), run(1.0)])
+    edge = runs.run_settled(targets=(300.0, 3.0), memory_edge=True)
+    assert edge.thrashed and "run 2 at a memory edge" in edge.note
+    measured = iter([run(1.0, major_faults=5), run(1.0, major_faults=3), run(1.0, major_faults=4)])
+    edge = runs.run_settled(targets=(300.0, 3.0), memory_edge=True)
+    assert edge.held and len(edge.repeats) == 3
 
 
 def test_a_memory_tier_is_judged_by_most_of_its_runs():
@@ -148,6 +159,10 @@ def test_a_memory_tier_is_judged_by_most_of_its_runs():
     mostly_thrashed = [run(256, 0.167, 20.0), run(256, 0.333, 600.0), run(256, 0.5, 500.0),
                        run(256, 1.0, 400.0)]  # fmt: skip
     assert not any(o.fits for o in exhaustive.judged(mostly_thrashed, baselines))
+    # but a run that read the model back from disk on every request is evidence, not noise:
+    # at an edge some fresh servers thrash and others do not, at every share
+    one_read_back = [*mostly_held[:3], replace(mostly_held[3], major_faults=2000)]
+    assert not any(o.fits for o in exhaustive.judged(one_read_back, baselines))
 
 
 def test_cli_measures_configurations_and_recommends_one(demo_model_dir, tmp_path, capsys):

@@ -61,7 +61,7 @@ def explore(
             if cpus is not None and cpu not in cpus:
                 continue
             runs.append(measure(int(tier_mb * (1 - MARGIN)), cpu, tier_mb, settle=True))
-            if not runs[-1].answered or runs[-1].oom_kills:
+            if not runs[-1].answered or runs[-1].oom_kills or runs[-1].thrashed:
                 break  # the memory does not hold; more CPU will not change that
             if cpu not in baselines:  # measured only where a configuration held
                 baselines[cpu] = measure(BASELINE_MB, cpu)
@@ -101,15 +101,16 @@ def check(
 
 def judged(runs: list[Run], baselines: dict[float, Run]) -> list[tiers.Option]:
     """Each run's configuration, its memory judged per tier rather than per run: memory does
-    not depend on the vCPU share, so a tier holds when most of its runs that answered kept
-    their p50 within their share's 2 GiB bound. One run of a tier that happened to thrash (or
-    happened not to) at the margin decided alone before: the demo's gradcam at 128 MiB held
-    at two shares and thrashed at three in one run."""
+    not depend on the vCPU share. A tier holds when none of its runs was OOM-killed or
+    thrashed (major faults: at an edge, some fresh servers thrash at every share and others
+    do not, so one that did says some instances will) and most of those that answered kept
+    their p50 within their share's 2 GiB bound (timing alone: one slow run is noise)."""
     options = []
     for memory in dict.fromkeys(r.tier_mb for r in runs):
         mine = [r for r in runs if r.tier_mb == memory]
         squeezed = [r.fits(baselines.get(r.cpu)) for r in mine if r.fits(None)]
-        holds = 2 * sum(squeezed) > len(squeezed)
+        evident = any(r.oom_kills or r.thrashed for r in mine)
+        holds = not evident and 2 * sum(squeezed) > len(squeezed)
         for run in mine:
             option = run.option(baselines.get(run.cpu))
             options.append(replace(option, fits=bool(holds and run.fits(None))))
