@@ -71,6 +71,19 @@ def test_a_thrashing_run_is_stopped_and_does_not_fit(demo_model_dir, plan, tmp_p
     assert run.requests < len(plan) - 1 and not run.fits(baseline=None)
 
 
+def test_a_run_reading_the_model_back_stops_at_the_first_sign(
+    demo_model_dir, plan, tmp_path, monkeypatch
+):
+    """The verify runs of the predicted check stop once the group's major faults show
+    thrashing; here every page counts, so the first check (after 3 requests) stops it."""
+    monkeypatch.setattr(runs, "THRASH_FAULTS_PER_REQUEST", 0)
+    run = runs.run_function(
+        "predict", demo_model_dir, 256, plan, log_dir=tmp_path, stop_thrashing=True
+    )
+    assert run.requests == 3 and not run.complete and "pages read back" in run.note
+    assert run.major_faults is not None and run.thrashed and not run.held
+
+
 def test_a_tier_too_small_is_reported_not_hidden(demo_model_dir, plan, tmp_path):
     run = runs.run_function(
         "predict", demo_model_dir, 24, plan, log_dir=tmp_path, cold_timeout_s=10

@@ -61,7 +61,7 @@ def explore(
             if cpus is not None and cpu not in cpus:
                 continue
             runs.append(measure(int(tier_mb * (1 - MARGIN)), cpu, tier_mb, settle=True))
-            if not runs[-1].answered or runs[-1].oom_kills or runs[-1].thrashed:
+            if not runs[-1].answered or runs[-1].oom_kills:
                 break  # the memory does not hold; more CPU will not change that
             if cpu not in baselines:  # measured only where a configuration held
                 baselines[cpu] = measure(BASELINE_MB, cpu)

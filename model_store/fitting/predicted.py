@@ -134,8 +134,8 @@ def check_function(
     baselines: list[Run] = []  # 2 GiB at a verified run's share, when that run was slow
 
     def verify(option: tiers.Option) -> tiers.Option:
-        # A run that starts too slowly, or whose warm requests take thrice what was predicted,
-        # has answered the question: it is stopped there.
+        # A run that starts too slowly, whose warm requests take thrice what was predicted, or
+        # that reads the model back on every request has answered the question: it stops.
         predicted_s = ((option.p50_ms or 100) / 1000 + REQUEST_GAP_S) * (len(plan) - 1)
         run = run_settled(
             function, model_dir, int(option.memory_mb * (1 - MARGIN)), plan, "litert",
@@ -143,6 +143,7 @@ def check_function(
             max_cold_s=max_cold_s, budget_s=max(10.0, 3 * predicted_s),
             targets=(max_p50_ms, max_cold_s),  # near either, the median of three runs
             memory_edge=not option.fits,  # the profile saw this tier not hold: three runs
+            stop_thrashing=True,
         )  # fmt: skip
         runs.append(run)
         baseline = None

@@ -136,12 +136,13 @@ def run_function(
     first_target: int | None = None,
     max_cold_s: float | None = None,
     budget_s: float | None = None,
+    stop_thrashing: bool = False,
 ) -> Run:
     """One server, one configuration: cold start, then every upload of `plan[1:]` in turn.
     `cpu` is the vCPU share (None: not limited); `tier_mb` the memory billed for its cost.
     With `max_cold_s`, a cold start over it ends the run there (it misses that target
     whatever its warm figures); `budget_s` bounds the warm requests (default
-    WARM_BUDGET_S)."""
+    WARM_BUDGET_S); with `stop_thrashing`, so does the first sign of thrashing."""
     run = Run(function, engine, limit_mb, memgroup.available(), cpu=cpu, tier_mb=tier_mb)
     run.venv = servers.runtime_python(engine)[1]
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="fitcheck-"))
@@ -173,10 +174,13 @@ def run_function(
         elif max_cold_s is not None and run.cold_start_s > max_cold_s:
             run.note = f"cold start over {max_cold_s:g} s: no warm requests sent"
         else:
-            faults = server.memory.stat().get("total_pgmajfault", 0) if server.memory else None
-            _warm(run, session, server.url, plan[1:], function, class_count(model_dir), budget_s)
-            if faults is not None:
-                run.major_faults = server.memory.stat().get("total_pgmajfault", 0) - faults
+            read_back = _faults_from_now(server.memory) if server.memory else None
+            _warm(
+                run, session, server.url, plan[1:], function, class_count(model_dir), budget_s,
+                read_back if stop_thrashing else None,
+            )  # fmt: skip
+            if read_back is not None:
+                run.major_faults = read_back()
     finally:
         group = server.memory
         if group is not None:
@@ -268,6 +272,12 @@ def _first_answer(
     return None
 
 
+def _faults_from_now(group: memgroup.MemoryGroup) -> Callable[[], int]:
+    """The group's major page faults since this call: file pages read back from disk."""
+    start = group.stat().get("total_pgmajfault", 0)
+    return lambda: group.stat().get("total_pgmajfault", 0) - start
+
+
 def _warm(
     run: Run,
     session: requests.Session,
@@ -276,7 +286,10 @@ def _warm(
     function: str,
     classes: int,
     budget_s: float | None = None,
+    read_back: Callable[[], int] | None = None,
 ) -> None:
+    """`plan` in turn; stopped when over `budget_s`, after 3 failures in a row, or once
+    `read_back` (major faults so far) shows thrashing over 3 requests or more."""
     budget_s = WARM_BUDGET_S if budget_s is None else budget_s
     client: dict[str, list[float]] = {"small": [], "large": []}
     server: dict[str, list[float]] = {"small": [], "large": []}
@@ -288,6 +301,14 @@ def _warm(
             run.complete = False
             run.note = f"stopped: {run.requests} requests took over {budget_s:.0f} s (thrashing)"
             break
+        if read_back and run.requests >= 3:
+            pages = read_back()
+            if pages >= THRASH_FAULTS_PER_REQUEST * run.requests:
+                run.complete = False
+                run.note = (
+                    f"stopped: {pages} pages read back in {run.requests} requests (thrashing)"
+                )
+                break
         time.sleep(REQUEST_GAP_S)
         begun = time.perf_counter()
         try:
