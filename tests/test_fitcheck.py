@@ -75,12 +75,14 @@ def test_a_run_reading_the_model_back_stops_at_the_first_sign(
     demo_model_dir, plan, tmp_path, monkeypatch
 ):
     """The verify runs of the predicted check stop once the group's major faults show
-    thrashing; here every page counts, so the first check (after 3 requests) stops it."""
+    thrashing; here every page counts, so the first check stops it: after 3 requests that
+    fault in code for the first time and 3 more."""
     monkeypatch.setattr(runs, "THRASH_FAULTS_PER_REQUEST", 0)
     run = runs.run_function(
-        "predict", demo_model_dir, 256, plan, log_dir=tmp_path, stop_thrashing=True
-    )
-    assert run.requests == 3 and not run.complete and "pages read back" in run.note
+        "predict", demo_model_dir, 256, load.request_plan(10), log_dir=tmp_path,
+        stop_thrashing=True,
+    )  # fmt: skip
+    assert run.requests == 6 and not run.complete and "read back in 3 requests" in run.note
     assert run.major_faults is not None and run.thrashed and not run.held
 
 
