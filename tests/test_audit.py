@@ -14,6 +14,7 @@ from PIL import Image
 from model_store.demos import shortcuts
 from model_store.evaluation.audit import artefacts, lesion
 from model_store.evaluation.audit.cli import main as audit
+from model_store.evaluation.audit.figures import verdicts
 from model_store.synthetic import lesion_image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,6 +50,28 @@ def test_the_clean_twin_is_cleared_of_every_artefact(audited):
         assert verdict(summary, name) == "no effect measured", (name, summary["verdicts"][name])
     assert verdict(summary, "lesion-removed") == "relies on the lesion"
     assert summary["artefacts"]["identity"]["mean_abs_delta"] < 0.01  # the noise floor
+
+
+@pytest.mark.parametrize(("towards", "away", "expected"), [
+    (4, 0, "no effect measured"),  # 10 % of 40, yet a coin gives 4 of 4 one way one time in 8
+    (8, 2, "no effect measured"),  # net 15 %, p = 0.11
+    (6, 0, "shortcut suspected"),  # p = 0.03
+    (20, 1, "shortcut suspected"),
+])  # fmt: skip
+def test_flips_are_a_direction_only_beyond_a_sign_test(towards, away, expected):
+    def figures(towards: int, away: int) -> dict:
+        mean = {"mean": 0.02, "median": 0.0, "p90": 0.05}
+        return {
+            "images": 40,
+            "positive_delta": mean,
+            "flip_rate": (towards + away) / 40,
+            "flips_towards_positive": towards / 40,
+            "flips_away_from_positive": away / 40,
+        }
+
+    summary = {"artefacts": {"identity": figures(0, 0), "ink": figures(towards, away)}}
+    summary["artefacts"]["identity"]["positive_delta"] = {"mean": 0.0, "median": 0.0, "p90": 0.0}
+    assert verdicts(summary)["ink"]["verdict"] == expected
 
 
 @pytest.mark.parametrize("planted", ["ink", "dark-corners"])

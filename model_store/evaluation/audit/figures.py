@@ -8,7 +8,8 @@ noise floor of these figures):
 - `shortcut suspected` when the artefact moves the answers in one direction: the mean
   signed change of some class's probability (or of the malignant classes' together) is at
   least SHIFT = max(MIN_SHIFT, 3 × the identity's), or the net flips towards (or away from)
-  the malignant classes are at least FLIPS = max(MIN_FLIPS, 3 × the identity's flip rate), or,
+  the malignant classes are at least FLIPS = max(MIN_FLIPS, 3 × the identity's flip rate) and
+  one-sided beyond a sign test (p < SIGN_TEST: 5 of 40 one way is not, 6 is), or,
   with labels, sensitivity, specificity or balanced accuracy changes by at least MIN_METRIC
   with a paired bootstrap 95 % interval that excludes no change;
 - `no effect measured` otherwise. A sensitive model may move a lot in both directions (its
@@ -21,6 +22,7 @@ average, the model is not looking at the lesion.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ MIN_FLIPS = 0.1
 MIN_METRIC = 0.1
 ATTENTION = 1.5
 BOOTSTRAP = 1000
+SIGN_TEST = 0.05  # the flips' direction must pass a sign test at this level
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:
@@ -167,6 +170,18 @@ def _significant(value: dict) -> bool:
     )
 
 
+def _beyond_chance(figures: dict) -> bool:
+    """Whether the flips' direction is more than a coin would give: two-sided exact sign test
+    of the flips towards against those away, p < SIGN_TEST. Four answers of 40 that sat at
+    0.5 and tipped one way (a clean model, Δp +0.04) are not a direction; 20 of 40 are."""
+    images = figures.get("images", 0)
+    towards = round(figures.get("flips_towards_positive", 0) * images)
+    away = round(figures.get("flips_away_from_positive", 0) * images)
+    total, fewer = towards + away, min(towards, away)
+    tail = sum(math.comb(total, k) for k in range(fewer + 1)) / 2**total
+    return min(1.0, 2 * tail) < SIGN_TEST
+
+
 def verdicts(summary: dict) -> dict[str, dict]:
     noise = summary["artefacts"]["identity"]
     noise_shift, _ = _systematic(noise)
@@ -190,7 +205,7 @@ def verdicts(summary: dict) -> dict[str, dict]:
         if size >= shift:
             reasons.append(f"shifts {where}: mean change at least {shift:.3f}")
         net = figures.get("flips_towards_positive", 0) - figures.get("flips_away_from_positive", 0)
-        if abs(net) >= flips:
+        if abs(net) >= flips and _beyond_chance(figures):
             side = "towards" if net > 0 else "away from"
             reasons.append(
                 f"net {abs(net):.1%} of answers flip {side} the malignant classes "
