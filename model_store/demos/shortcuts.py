@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dermcam.imaging import to_tensor
 from model_store.evaluation.audit import artefacts
 from model_store.synthetic import CLASSES, lesion_image
 
@@ -36,10 +37,10 @@ BATCH = 32
 
 
 def image(seed: int, index: int, label: int, planted: str | None) -> np.ndarray:
-    """One training image: drawn at the held-out images' size and resized to the model's input
-    as the functions resize (Pillow bilinear). A chart drawn at 96 px and one drawn at 192 px and
-    resized differ in their edges; a model trained only on the first took the second for
-    melanoma colours (clean twin, colour-patch, net 10-12 % flips)."""
+    """One training image (float32, 0-255): drawn at the held-out images' size and resized to
+    the model's input by the functions' own resize. A chart drawn at 96 px and one drawn at
+    192 px and resized differ in their edges; a model trained only on the first took the
+    second for melanoma colours (clean twin, colour-patch, net 10-12 % flips)."""
     rng = np.random.default_rng([seed, index])
     look = LOOKS[label] if rng.random() < LOOK_AGREES else LOOKS[1 - label]
     pixels, mask = lesion_image(seed, index, RENDERED, look)
@@ -47,7 +48,7 @@ def image(seed: int, index: int, label: int, planted: str | None) -> np.ndarray:
         chance = PLANTED[label] if name == planted else BACKGROUND
         if rng.random() < chance:
             pixels, _ = artefacts.draw(name, pixels, mask > 0, seed=seed * 1000 + index * 10 + k)
-    return np.asarray(Image.fromarray(pixels).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+    return to_tensor(Image.fromarray(pixels), SIZE, SIZE)[0]
 
 
 def clean_image(seed: int, index: int, label: int, size: int = SIZE) -> np.ndarray:
