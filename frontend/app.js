@@ -258,10 +258,22 @@
     ui.camControls.hidden = false;
     ui.download.hidden = false;
     const method = methodNames[body.method] || body.method;
-    ui.caption.textContent = `${method} for ${body.target.name} (${percent(body.target.probability)}): ` +
-      "warm colours mark the regions that raised this class's score.";
+    const target = `${body.target.name} (${percent(body.target.probability)})`;
+    ui.caption.textContent = body.heatmap.empty ? blankCaption(method, body.method, target)
+      : `${method} for ${target}: warm colours mark the regions that raised this class's score.`;
     setStatus(`Most likely: ${body.top.name} (${percent(body.top.probability)}). ` +
-      `Showing where the model looked for ${body.target.name}.`);
+      (body.heatmap.empty ? `${method} shows nothing for ${body.target.name}.`
+        : `Showing where the model looked for ${body.target.name}.`));
+  }
+
+  // A map negative everywhere is blank after the ReLU: say so, or an empty overlay reads as
+  // "nothing here". Methods that weigh only positive gradients (Grad-CAM++, LayerCAM) show one.
+  function blankCaption(method, code, target) {
+    const others = ["gradcam++", "layercam"].filter((m) => m !== code && methodNames[m])
+      .map((m) => methodNames[m]);
+    return `${method} found no region that raised the score of ${target} on this photo, ` +
+      "so its map is blank. That says nothing about the lesion" +
+      (others.length ? `; ${others.join(" or ")} usually show where the model looked.` : ".");
   }
 
   function markSelected(code) {

@@ -90,6 +90,20 @@ def test_the_page_says_what_the_model_is_and_asks_its_own_fields(page, ham_stack
     assert page.console_errors == []
 
 
+def test_a_blank_map_is_called_blank_and_another_method_offered(page):
+    photo = ISIC_IMAGES / "ISIC_0000194.jpg"  # a nevus whose Grad-CAM is negative everywhere
+    with page.expect_response(lambda r: r.request.method == "POST", timeout=60_000) as got:
+        page.set_input_files("#file-input", str(photo))
+    assert got.value.json()["heatmap"]["empty"] is True
+    caption = page.locator("#viewer-caption")
+    caption.filter(has_text="blank").wait_for(timeout=60_000)
+    assert "found no region that raised the score of" in caption.inner_text()
+    assert "Grad-CAM++ or LayerCAM" in caption.inner_text()
+    assert "warm colours" not in caption.inner_text()
+    page.screenshot(path=str(OUTPUT / "ham10000-blank-map.png"), full_page=True)
+    assert page.console_errors == []
+
+
 def test_metadata_is_cut_out_and_turned_photos_are_reencoded(page, lesion_rgb):
     exif = Image.Exif()
     exif[0x8298] = "Clinic copyright"  # any EXIF block: the page must not send it

@@ -92,12 +92,13 @@ def test_gradcam_default_class_stores_a_heatmap_and_caches_it(stack, lesion_rgb)
     grid = heatmap["grid"]
     assert (len(grid), len(grid[0])) == (16, 16)
     assert max(max(row) for row in grid) == 1.0 and min(min(row) for row in grid) >= 0.0
+    assert heatmap["empty"] is False
     assert all(round(value, 4) == value for row in grid for value in row)  # 4 decimals, no noise
 
     again = post_multipart(stack.gradcam_url, data).json()
     assert again["heatmap"]["cached"] is True and again["heatmap"]["stored"] is True
     assert again["heatmap"]["object"] == heatmap["object"]
-    assert again["heatmap"]["grid"] == grid
+    assert again["heatmap"]["grid"] == grid and again["heatmap"]["empty"] is False
     assert again["predictions"] == body["predictions"]
     assert fetch_png(again["heatmap"]["url"]).size == (128, 128)
 

@@ -183,6 +183,9 @@ def gradcam(
         "height": height,
         "cached": cached,
         "grid": grid.tolist(),  # rounded once: fresh above, or as stored
+        # Every position negative before the ReLU: the method found nothing that raised the
+        # score, and the blank map must say so rather than look like an answer.
+        "empty": not bool(grid.size and grid.max() > 0.0),
     }
     if stored is not None:
         heatmap.update(
