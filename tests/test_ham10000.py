@@ -4,6 +4,7 @@ with exactly the answers of the wheel's own prediction path on 528 real photogra
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 import warnings
@@ -103,8 +104,6 @@ def test_served_probabilities_equal_the_wheels_own_path(
 
 
 def test_the_manifest_is_derived_from_the_wheel(model_dir, sklesion):
-    import json
-
     manifest = json.loads((model_dir / "manifest.json").read_text())
     assert manifest["input"]["resize"] == "tf-bilinear" and manifest["preprocessing"] == "none"
     assert [x["code"] for x in manifest["labels"]] == list(
@@ -135,10 +134,50 @@ def test_both_functions_describe_it_and_refuse_bad_metadata(model_dir, single_fu
     explained = requests.post(url, files=files, data={"age": "60", "sex": "female"}, timeout=120)
     assert explained.status_code == 200, explained.text
     body = explained.json()
-    assert body["metadata"]["age"]["used"] == 60 and body["heatmap"]["grid"]
+    assert body["metadata"]["age"]["used"] == 60 and body["heatmap"]["empty"] is False
     for bad in ({"age": "150"}, {"sex": "other"}, {"site": "trunk"}):
         refused = requests.post(url, files=files, data=bad, timeout=60)
         assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_metadata"
+
+
+def test_a_blank_map_says_it_is_blank(model_dir, single_function):
+    """On 35 of the 528 photographs (docs/EXPLANATIONS.md) the model's Grad-CAM is negative at
+    every position: the heatmap is blank, and the answer must say so, fresh and from storage."""
+    url, _ = single_function("gradcam", {"DERMCAM_MODEL_DIR": str(model_dir)})
+    assert requests.get(url, params={"warmup": "1"}, timeout=120).status_code == 200
+    files = {"image": ("lesion.jpg", (ISIC_IMAGES / "ISIC_0000194.jpg").read_bytes())}
+    for cached in (False, True):
+        heatmap = requests.post(url, files=files, timeout=120).json()["heatmap"]
+        assert heatmap["cached"] is cached and heatmap["empty"] is True
+        assert max(max(row) for row in heatmap["grid"]) == 0.0
+    shown = requests.post(url, files=files, data={"method": "gradcam++"}, timeout=120).json()
+    assert shown["heatmap"]["empty"] is False
+    assert max(max(row) for row in shown["heatmap"]["grid"]) == 1.0
+
+
+def test_the_evaluation_counts_blank_maps(model_dir, tmp_path):
+    from model_store.evaluation.evaluate import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    # ISIC_0000194's Grad-CAM for its label, nevus, is blank; ISIC_0000281's is blank for the
+    # nevus it is taken for, not for its label, melanoma, which the evaluation explains.
+    chosen = ["ISIC_0000157", "ISIC_0000194", "ISIC_0000281"]
+    for image_id in chosen:
+        (images / f"{image_id}.jpg").write_bytes((ISIC_IMAGES / f"{image_id}.jpg").read_bytes())
+    table = [row for row in patients() if row["image"] in chosen]
+    with open(images / "labels.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    out = tmp_path / "report"
+    argv = [str(model_dir), "--images", str(images), "--labels", str(images / "labels.csv")]
+    argv += ["--map", "melanoma=mel,nevus=nv", "--methods", "gradcam,gradcam++"]
+    assert main([*argv, "--no-curves", "--out", str(out)]) == 0
+    summary = json.loads((out / "report.json").read_text())["summary"]
+    assert summary["methods"]["gradcam"]["blank_maps"] == ["ISIC_0000194"]
+    assert summary["methods"]["gradcam++"]["blank_maps"] == []
+    assert "Grad-CAM 1 (33.3 %)" in (out / "report.md").read_text()
 
 
 def test_a_wrong_hash_is_refused_and_nothing_is_kept(tmp_path):

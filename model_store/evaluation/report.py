@@ -39,6 +39,16 @@ def markdown(summary: dict) -> str:
             f"{len(summary['flat_rows'])} images have every row the same (degenerate thumbnails, "
             "no lesion): listed under `flat_rows` in report.json."
         )
+    blank = {m: len(f["blank_maps"]) for m, f in summary["methods"].items() if f.get("blank_maps")}
+    if blank:
+        counts = ", ".join(
+            f"{_name(m)} {n} ({100 * n / summary['images']:.1f} %)" for m, n in blank.items()
+        )
+        lines.append(
+            f"Blank maps, zero everywhere (the method found no region that raised the class's "
+            f"score; in localisation they count as misses): {counts}. Listed under `blank_maps` in "
+            "report.json; Grad-CAM++ and LayerCAM weigh only positive gradients and rarely are."
+        )
     c = summary.get("classification")
     if c:
         lines += [

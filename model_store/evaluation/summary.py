@@ -72,12 +72,24 @@ def summarise(rows: list[dict], codes: list[str], methods: list[str]) -> dict[st
             rho = float(np.median(rhos))
             figures["sanity_rank_correlation"] = round(rho, 4)
             figures["sanity_flag"] = rho >= SANITY_FLAG
+        figures["blank_maps"] = blank_maps(rows, method)
         summary["methods"][method] = figures
     flat = [r["id"] for r in rows if r.get("flat_rows")]
     if flat:
         summary["flat_rows"] = flat
     summary["seconds_per_image"] = time_per_image(rows)
     return summary
+
+
+def blank_maps(rows: list[dict], method: str) -> list[str]:
+    """Images whose map is zero everywhere: the method found no region that raised the class's
+    score (every position negative before the ReLU), so the map shows nothing and scores 0 in
+    the localisation figures."""
+    return [
+        r["id"]
+        for r in rows
+        if method in r.get("grids", {}) and not np.max(r["grids"][method], initial=0.0) > 0.0
+    ]
 
 
 def time_per_image(rows: list[dict]) -> dict[str, float]:
