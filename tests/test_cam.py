@@ -23,6 +23,9 @@ def reference(demo_model_dir):
 def test_normalise_and_all_zero_map():
     assert cam.normalise(np.array([[0.0, 2.0], [1.0, 0.5]])).max() == 1.0
     assert not cam.normalise(np.zeros((3, 3))).any()
+    negative = np.full((2, 2, 3), 1.0), np.full((2, 2, 3), -1.0)  # (A, G): every sum below zero
+    assert cam.is_blank(cam.class_map(*negative)) and cam.is_blank(np.zeros((0, 0)))
+    assert not cam.is_blank(cam.class_map(negative[0], -negative[1]))
 
 
 def test_unknown_method_is_a_typed_error():

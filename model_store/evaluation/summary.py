@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from dermcam import cam
 from model_store.evaluation import metrics
 
 SANITY_FLAG = 0.8  # median rank correlation at or above which maps barely changed
@@ -82,13 +83,11 @@ def summarise(rows: list[dict], codes: list[str], methods: list[str]) -> dict[st
 
 
 def blank_maps(rows: list[dict], method: str) -> list[str]:
-    """Images whose map is zero everywhere: the method found no region that raised the class's
-    score (every position negative before the ReLU), so the map shows nothing and scores 0 in
-    the localisation figures."""
+    """Images whose map is blank (`cam.is_blank`); they score 0 in the localisation figures."""
     return [
         r["id"]
         for r in rows
-        if method in r.get("grids", {}) and not np.max(r["grids"][method], initial=0.0) > 0.0
+        if method in r.get("grids", {}) and cam.is_blank(np.asarray(r["grids"][method]))
     ]
 
 

@@ -137,6 +137,12 @@ def normalise(cam: np.ndarray) -> np.ndarray:
     return (cam / peak).astype(np.float32)
 
 
+def is_blank(cam: np.ndarray) -> bool:
+    """Zero everywhere: the method's map was negative at every position before the ReLU, so it
+    found no region that raised the class's score (not "the model looked nowhere")."""
+    return not (cam.size and float(cam.max()) > 0.0)
+
+
 def class_map(
     activations: np.ndarray, gradients: np.ndarray, method: str = "gradcam"
 ) -> np.ndarray:

@@ -183,9 +183,7 @@ def gradcam(
         "height": height,
         "cached": cached,
         "grid": grid.tolist(),  # rounded once: fresh above, or as stored
-        # Every position negative before the ReLU: the method found nothing that raised the
-        # score, and the blank map must say so rather than look like an answer.
-        "empty": not bool(grid.size and grid.max() > 0.0),
+        "empty": cam.is_blank(grid),  # a blank map must say so rather than look like an answer
     }
     if stored is not None:
         heatmap.update(
