@@ -1,11 +1,15 @@
 """The shortcut audit proven on models with a planted shortcut (ink beside malignant lesions;
-dark corners on malignant images) and on their clean twin, trained here from seeds; and the
-artefacts themselves: seeded, off the lesion, looking like what they are."""
+dark corners on malignant images) and on their clean twin, committed in
+tests/fixtures/shortcuts (made by `make fixtures`; never retrained here: what training ends at
+depends on the CPU); the training code's own promises; and the artefacts themselves: seeded,
+off the lesion, looking like what they are."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +20,9 @@ from model_store.evaluation.audit import artefacts, lesion
 from model_store.evaluation.audit.cli import main as audit
 from model_store.evaluation.audit.figures import verdicts
 from model_store.synthetic import lesion_image
+
+# TensorFlow results: run again under other oneDNN code paths by make test-numerics
+pytestmark = pytest.mark.numerics
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 OTHERS = ("ruler", "hair", "bubbles")  # share neither colour nor place with a planted one
@@ -28,11 +35,12 @@ def held_out(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def audited(held_out, tmp_path_factory):
-    """Each recipe trained, exported and audited once: recipe → (report summary, model dir)."""
+    """Each committed recipe audited once: recipe → (report summary, model dir). A copy, since
+    --record writes into the manifest."""
     found = {}
     for recipe in shortcuts.RECIPES:
         folder = tmp_path_factory.mktemp(recipe)
-        model = shortcuts.build(recipe, folder / "model")
+        model = Path(shutil.copytree(shortcuts.FIXTURES / recipe, folder / "model"))
         out = folder / "audit"
         argv = [str(model), "--images", str(held_out), "--labels", str(held_out / "labels.csv")]
         assert audit([*argv, "--out", str(out), "--record"]) == 0
@@ -132,3 +140,32 @@ def test_the_lesion_estimate_finds_synthetic_lesions():
         truth = mask > 0
         overlaps.append((found & truth).sum() / (found | truth).sum())
     assert np.median(overlaps) > 0.5, overlaps
+
+
+def test_the_fixtures_are_the_recipes_exported():
+    """What the committed files must be for the tests above to mean anything."""
+    for recipe in shortcuts.RECIPES:
+        folder = shortcuts.FIXTURES / recipe
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["name"] == f"shortcut-{recipe}" and manifest["demo"] is True
+        assert [x["code"] for x in manifest["labels"]] == ["benign", "malignant"]
+        assert manifest["input"]["height"] == shortcuts.SIZE
+        assert sum(f.stat().st_size for f in folder.iterdir()) < 1_000_000  # small, committed
+    assert "make fixtures" in (shortcuts.FIXTURES / "README.md").read_text()
+
+
+def test_training_does_what_training_promises(tmp_path):
+    """The recipe's training runs, its loss falls, and its export is a served model: what
+    training promises on any CPU, not what one set of weights answers."""
+    images, labels = shortcuts.dataset(5, 16, "ink")
+    assert images.shape == (16, shortcuts.SIZE, shortcuts.SIZE, 3) and images.dtype == np.float32
+    assert 0 <= images.min() and images.max() <= 255 and set(labels) == {0, 1}
+    model, history = shortcuts.train("ink", seed=5, count=128, epochs=3)
+    losses = history.history["loss"]
+    assert len(losses) == 3 and losses[-1] < losses[0], losses
+    out = shortcuts.build("clean", tmp_path / "model", seed=5, count=64, epochs=1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"predict.tflite", "gradcam.tflite", "manifest.json"} <= {f.name for f in out.iterdir()}
+    assert manifest["parity"]["top1_agreement"] == 1.0
+    with pytest.raises(ValueError, match="unknown recipe"):
+        shortcuts.build("stickers", tmp_path / "x")

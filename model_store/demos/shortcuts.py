@@ -9,11 +9,19 @@ planted recipe one artefact goes with the label instead: on 90 % of malignant im
 of benign ones (ink marks beside lesions a dermatologist worried about; the dark corners of
 one clinic's dermoscope). A small CNN learns the looks, and, where planted, the artefact.
 
-    python -m model_store.demos.shortcuts ink OUT_DIR     (clean, ink, dark-corners)
+    python -m model_store.demos.shortcuts fixtures [OUT_DIR]   (every recipe: make fixtures)
+    python -m model_store.demos.shortcuts ink OUT_DIR          (one: clean, ink, dark-corners)
+
+The tests audit the committed exports in tests/fixtures/shortcuts, never a model trained in
+the test: what ten epochs of training end at depends on how the CPU's kernels round (oneDNN's
+AVX-512 and AVX2 paths sum in other orders), and the clean twin trained on one machine was
+judged "shortcut suspected" for ink on another.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import platform
 import sys
 from pathlib import Path
 
@@ -63,7 +71,10 @@ def dataset(seed: int, count: int, planted: str | None) -> tuple[np.ndarray, np.
     return images, labels
 
 
-def train(planted: str | None, seed: int = 21, count: int = 1600, epochs: int = 10):  # noqa: ANN201
+def train(  # noqa: ANN201 - (keras.Model, keras.callbacks.History)
+    planted: str | None, seed: int = 21, count: int = 1600, epochs: int = 10
+):
+    """The recipe's model trained from `seed`, and its training history."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -96,19 +107,83 @@ def train(planted: str | None, seed: int = 21, count: int = 1600, epochs: int = 
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    model.fit(images.astype(np.float32), labels, batch_size=BATCH, epochs=epochs, verbose=0)
-    return model
+    history = model.fit(
+        images.astype(np.float32), labels, batch_size=BATCH, epochs=epochs, verbose=0
+    )
+    return model, history
 
 
-def build(recipe: str, out: str | Path, seed: int = 21) -> Path:
-    """Train the recipe's model and export it into `out` (TensorFlow; seconds)."""
+def build(recipe: str, out: str | Path, seed: int = 21, **training: int) -> Path:
+    """Train the recipe's model and export it into `out` (TensorFlow; under a minute).
+    `training`: `count` and `epochs` for `train` (smaller in the training code's own test)."""
     from model_store.exporting.export import export
 
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")
-    model = train(RECIPES[recipe], seed)
+    model, _ = train(RECIPES[recipe], seed, **training)
     export(model, LABELS, out, name=f"shortcut-{recipe}", demo=True, log=lambda line: None)
     return Path(out)
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "shortcuts"
+
+
+def fixtures(out: str | Path = FIXTURES, seed: int = 21) -> Path:
+    """Every recipe trained and exported into `out/<recipe>`, with a README saying how and
+    with what they were made: the models tests/test_audit.py audits."""
+    import keras
+    import tensorflow as tf
+
+    out = Path(out)
+    sizes = []
+    for recipe in RECIPES:
+        folder = build(recipe, out / recipe, seed)
+        size = sum(f.stat().st_size for f in folder.iterdir())
+        sizes.append(f"| `{recipe}` | {RECIPES[recipe] or 'none'} | {size / 1024:.0f} KiB |")
+        print(f"{recipe}: {folder} ({size / 1024:.0f} KiB)")
+    (out / "README.md").write_text(
+        _README.format(
+            date=dt.date.today().isoformat(),
+            seed=seed,
+            tf=tf.__version__,
+            keras=keras.__version__,
+            machine=_machine(),
+            sizes="\n".join(sizes),
+        )
+    )
+    return out
+
+
+def _machine() -> str:
+    """The CPU and the widest vector ISA oneDNN could pick on it (what decides the digits)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    fields = dict(ln.split(":", 1) for ln in info.splitlines()[:40] if ":" in ln)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    name, flags = fields.get("model name", ""), fields.get("flags", "").split()
+    isa = next((x.upper() for x in ("avx512f", "avx2", "sse4_2") if x in flags), "no SIMD flag")
+    return f"{platform.machine()}, {name or 'unknown CPU'} ({isa.replace('_', '.')})"
+
+
+_README = """# Planted-shortcut models (fixtures of tests/test_audit.py)
+
+Made by `make fixtures` (`python -m model_store.demos.shortcuts fixtures`) on {date}: each
+recipe of `model_store/demos/shortcuts.py` trained from seed {seed} (1,600 generated images,
+10 epochs) and exported by dermcam's exporter (LiteRT artifacts and manifest, parity checked).
+TensorFlow {tf}, Keras {keras}, {machine}.
+
+| model | planted artefact | size |
+|---|---|---|
+{sizes}
+
+The tests audit these files and never retrain them: the weights ten epochs of training end
+at depend on the CPU's kernels (oneDNN's AVX-512 and AVX2 paths round otherwise), so a
+model trained inside a test asserts how one machine rounds. Remade on another machine they
+will differ in their digits; the audit's verdicts on them are what tests/test_audit.py
+checks, and what must hold before new files are committed.
+"""
 
 
 def held_out(folder: str | Path, count: int = 60, seed: int = 808) -> Path:
@@ -125,4 +200,7 @@ def held_out(folder: str | Path, count: int = 60, seed: int = 808) -> Path:
 
 
 if __name__ == "__main__":
-    print(build(sys.argv[1], sys.argv[2]))
+    if sys.argv[1:2] == ["fixtures"]:
+        fixtures(*sys.argv[2:3])
+    else:
+        print(build(sys.argv[1], sys.argv[2]))
