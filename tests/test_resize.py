@@ -14,6 +14,9 @@ from conftest import ISIC_IMAGES, encode
 from dermcam import imaging, resize
 from dermcam.errors import InvalidImage
 
+# TensorFlow results: run again under other oneDNN code paths by make test-numerics
+pytestmark = pytest.mark.numerics
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
 
