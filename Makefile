@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 REQUIREMENTS := requirements-dev.txt requirements-onnx2tf.txt functions/predict/requirements.txt functions/gradcam/requirements.txt
 
-.PHONY: venv runtime beam torch test lint run demo demo-metadata bench soak zoo zoo-onnx deploy-local fitcheck browser deploy clean
+.PHONY: venv runtime beam torch test test-numerics fixtures lint run demo demo-metadata bench soak zoo \
+	zoo-onnx deploy-local fitcheck browser deploy clean
 
 venv: $(STAMP)
 
@@ -89,6 +90,27 @@ browser:
 # Both cores, a test file per worker at a time (files share their servers through fixtures).
 test: venv runtime beam lint browser
 	$(PY) -m pytest -n 2 --dist loadfile
+
+# The tests that compare TensorFlow results (pytest -m numerics), run again under the other
+# code paths oneDNN can take on another CPU: held to AVX2, to SSE4.1, and oneDNN off. Each
+# check's largest difference goes to tests/NUMERICS.md beside its tolerance. CI runs it.
+NUMERICS_LOG := test-output/numerics.jsonl
+NUMERICS_MODES := default ONEDNN_MAX_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=SSE41 TF_ENABLE_ONEDNN_OPTS=0
+test-numerics: venv runtime
+	mkdir -p test-output && rm -f $(NUMERICS_LOG)
+	for mode in $(NUMERICS_MODES); do \
+	  echo "== numerics: $$mode"; \
+	  env $$( [ $$mode = default ] || echo $$mode ) DERMCAM_NUMERICS_MODE=$$mode \
+	    DERMCAM_NUMERICS_LOG=$(CURDIR)/$(NUMERICS_LOG) \
+	    $(PY) -m pytest -n 2 --dist loadfile -m numerics -q || exit 1; \
+	done
+	$(PY) tests/numerics.py $(NUMERICS_LOG) > tests/NUMERICS.md
+	cat tests/NUMERICS.md
+
+# The planted-shortcut models tests/test_audit.py audits (tests/fixtures/shortcuts; about
+# 3 minutes): trained once here and committed, never retrained inside a test.
+fixtures: venv
+	$(PY) -m model_store.demos.shortcuts fixtures
 
 # make run MODEL=ham10000 (a real HAM10000 network, fetched by hash and exported once),
 # MODEL=demo-metadata, MODEL=path/to/model/dir; the demo by default.
