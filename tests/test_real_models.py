@@ -17,6 +17,9 @@ import numerics
 tf = pytest.importorskip("tensorflow")
 tf_keras = pytest.importorskip("tf_keras")
 
+# TensorFlow results: run again under other oneDNN code paths by make test-numerics
+pytestmark = pytest.mark.numerics
+
 from dermcam.engine import LiteRTEngine  # noqa: E402
 from dermcam.keras_engine import KerasEngine, preprocess  # noqa: E402
 from dermcam.keras_loading import custom_objects_from  # noqa: E402
@@ -165,9 +168,6 @@ def test_both_functions_serve_the_export(exported, single_function):
 CUSTOM_LAYERS = """
 import tensorflow as tf
 import tf_keras
-
-# TensorFlow results: run again under other oneDNN code paths by make test-numerics
-pytestmark = pytest.mark.numerics
 
 
 def swish(x):
