@@ -22,7 +22,15 @@ def check_prediction_body(body, data_sha=None):
         "version": "1",
         "demo": True,
         "probabilities": "exclusive",
+        "calibrated": True,
     }
+    # the committed demo carries a trust block: served probabilities are calibrated, the raw
+    # ones beside them, a decision at its operating points and a prediction set
+    assert body["calibrated"] is True and body["trust"]["temperature"] > 0
+    assert all(0 <= p["raw_probability"] <= 1 for p in body["predictions"])
+    assert isinstance(body["decision"]["refer"], bool)
+    assert body["prediction_set"]["classes"][0] == body["top"]["code"]
+    assert body["prediction_set"]["coverage"] == 0.9
     probs = [p["probability"] for p in body["predictions"]]
     assert probs == sorted(probs, reverse=True)
     assert sorted(p["code"] for p in body["predictions"]) == CODES

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from dermcam.engine import LiteRTEngine
+from model_store.calibration.cli import calibrate_on_generated
 from model_store.evaluation.evaluate import evaluate, record_on_generated
 from model_store.exporting.export import export
 from model_store.synthetic import CLASSES, dataset
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest_path = Path(args.out) / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     record_on_generated(args.out)  # every CAM method, baselines, sanity: `evaluation.evaluate`
+    calibrate_on_generated(args.out)  # the trust block: temperature, operating points, sets
     print(
         f"held-out accuracy {report['accuracy']:.3f}, pointing game "
         f"{report['pointing_game']:.3f} on {report['images']} images; "

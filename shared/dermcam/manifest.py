@@ -11,6 +11,7 @@ from typing import Any
 from dermcam import resize
 from dermcam.errors import ModelUnavailable
 from dermcam.metadata import Schema, SchemaError, parse_schema
+from dermcam.trust import Trust, read_trust
 
 MANIFEST = "manifest.json"
 ARTIFACTS = ("predict", "gradcam")
@@ -40,6 +41,7 @@ class Manifest:
     probabilities: str  # "exclusive" (they sum to 1) or "independent" (multi-label)
     resize: str  # how the training pipeline decoded and resized (dermcam.resize)
     metadata: Schema | None  # the patient fields beside the image, when the model takes any
+    trust: Trust | None  # calibration, operating points, sets (model_store.calibrate), if any
     raw: dict[str, Any]
 
     @property
@@ -61,6 +63,7 @@ class Manifest:
             "version": self.version,
             "demo": self.demo,
             "probabilities": self.probabilities,
+            "calibrated": self.trust is not None,
         }
 
 
@@ -95,6 +98,7 @@ def read_manifest(model_dir: str | Path) -> Manifest:
             probabilities=str((raw.get("head") or {}).get("probabilities", "exclusive")),
             resize=resize.check(str(raw["input"].get("resize", resize.DEFAULT))),
             metadata=parse_schema(raw["metadata"]) if raw.get("metadata") else None,
+            trust=read_trust(raw, [str(x["code"]) for x in raw["labels"]]),
             raw=raw,
         )
     except FileNotFoundError as exc:

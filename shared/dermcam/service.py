@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dermcam import cam, imaging, render, telemetry
+from dermcam import cam, imaging, render, telemetry, trust
 from dermcam.cache import ModelCache
 from dermcam.config import Settings
 from dermcam.errors import UnknownMethod, UnknownTarget
@@ -67,7 +67,10 @@ def resolve_method(spec: Any) -> str:
     return method
 
 
-def ranked(manifest: Manifest, probs: np.ndarray) -> list[dict[str, Any]]:
+def ranked(
+    manifest: Manifest, probs: np.ndarray, raw: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """Every class, most probable first; with `raw`, the model's own uncalibrated value too."""
     order = np.argsort(-probs, kind="stable")
     return [
         {
@@ -76,8 +79,18 @@ def ranked(manifest: Manifest, probs: np.ndarray) -> list[dict[str, Any]]:
             "name": manifest.labels[i].name,
             "probability": round(float(probs[i]), 6),
         }
+        | ({"raw_probability": round(float(raw[i]), 6)} if raw is not None else {})
         for i in order
     ]
+
+
+def claims(manifest: Manifest, raw: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """The served probabilities (calibrated when the manifest has a trust block) and the
+    answer's fields about them: predictions, top, calibrated, decision, prediction_set."""
+    assessed = trust.assess(manifest.trust, raw, manifest.codes)
+    probs = assessed.pop("probabilities")
+    predictions = ranked(manifest, probs, raw if assessed["calibrated"] else None)
+    return probs, {"predictions": predictions, "top": predictions[0], **assessed}
 
 
 def _decode(
@@ -106,14 +119,15 @@ def predict(model: ModelCache, req: ImageRequest, settings: Settings) -> dict[st
     manifest = engine.manifest
     decoded = _decode(req, settings, manifest, timer)
     inputs = model_inputs(manifest, decoded, req.options)
-    probs = engine.predict(inputs.image, inputs.extras)
+    raw = engine.predict(inputs.image, inputs.extras)
     timer.mark("inference")
-    predictions = ranked(manifest, probs)
-    req.log_fields["top"] = predictions[0]["code"]
+    _, said = claims(manifest, raw)
+    req.log_fields["top"] = said["top"]["code"]
+    if said.get("decision"):
+        req.log_fields["refer"] = said["decision"]["refer"]
     return {
         "model": manifest.summary(),
-        "predictions": predictions,
-        "top": predictions[0],
+        **said,
         "image": _image_summary(decoded),
         **inputs.answer(),
         "timing_ms": timer.summary(),
@@ -211,18 +225,17 @@ def gradcam(
         cached=cached,
         stored=stored is not None,
     )
-    predictions = ranked(manifest, probs)
+    served, said = claims(manifest, probs)
     return {
         "model": manifest.summary(),
-        "predictions": predictions,
-        "top": predictions[0],
+        **said,
         "image": _image_summary(decoded),
         **inputs.answer(),
         "target": {
             "index": target,
             "code": manifest.labels[target].code,
             "name": manifest.labels[target].name,
-            "probability": round(float(probs[target]), 6),
+            "probability": round(float(served[target]), 6),
         },
         "method": method,
         "heatmap": heatmap,
