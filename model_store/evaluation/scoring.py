@@ -27,6 +27,9 @@ class BatchPredict:
             for d in self.interpreter.get_input_details()
         }
         self.extras = extras or {}  # the model's other inputs, for every image of a batch
+        # by name: the predict graph has a second output (features) since the scope rule
+        outputs = self.interpreter._get_full_signature_list()["serving_default"]["outputs"]
+        self.probabilities = outputs["probabilities"]
         self.size = 0
 
     def __call__(
@@ -47,7 +50,7 @@ class BatchPredict:
             value = given if len(given) == n else np.repeat(given, n, axis=0)
             self.interpreter.set_tensor(detail["index"], value.astype(np.float32))
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.interpreter.get_output_details()[0]["index"])
+        return self.interpreter.get_tensor(self.probabilities)
 
 
 def scorecam_map(

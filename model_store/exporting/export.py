@@ -53,8 +53,10 @@ def _functions(
     classes: int,
     extras: dict[str, int],
 ) -> tuple[tf.types.experimental.ConcreteFunction, tf.types.experimental.ConcreteFunction]:
-    """The two signatures: `image` (and each extra input under its own name) → probabilities;
-    plus `target` → probabilities, activations and gradients."""
+    """The two signatures: `image` (and each extra input under its own name) → probabilities
+    and `features`; plus `target` → probabilities, activations and gradients. `features` is
+    the target layer's activations averaged over positions (`dermcam.engine.pooled`): what
+    the out-of-scope check compares with the calibration photographs', for a few floats."""
     image = tf.TensorSpec([1, height, width, 3], tf.float32, name="image")
     target = tf.TensorSpec([1, classes], tf.float32, name="target")
     names = list(extras)
@@ -63,7 +65,9 @@ def _functions(
     @tf.function(input_signature=[image, *specs])
     def predict(image: tf.Tensor, *extra: tf.Tensor) -> dict[str, tf.Tensor]:
         inputs = dict(zip(names, extra, strict=True))
-        return {"probabilities": forward(preprocess(mode, image), inputs)[2]}
+        activations, _, probs = forward(preprocess(mode, image), inputs)
+        positions = list(range(1, len(activations.shape) - 1))
+        return {"probabilities": probs, "features": tf.reduce_mean(activations, positions)}
 
     @tf.function(input_signature=[image, target, *specs])
     def gradcam(image: tf.Tensor, target: tf.Tensor, *extra: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -22,6 +22,18 @@ SIGNATURE = "serving_default"
 
 
 @dataclass(frozen=True)
+class Observation:
+    probabilities: np.ndarray  # [classes]
+    features: np.ndarray | None  # [k]: target activations pooled; None from older artifacts
+
+
+def pooled(activations: np.ndarray) -> np.ndarray:
+    """The target layer's activations averaged over positions ([h, w, k] or [tokens, k] →
+    [k]): the same reduction as the exported predict graph's `features` output."""
+    return activations.reshape(-1, activations.shape[-1]).mean(axis=0)
+
+
+@dataclass(frozen=True)
 class Explanation:
     probabilities: np.ndarray  # [classes]
     activations: np.ndarray  # [h, w, k] at the target layer
@@ -35,6 +47,8 @@ class Engine(Protocol):
     manifest: Manifest
 
     def predict(self, tensor: np.ndarray, extras: Extras = None) -> np.ndarray: ...
+
+    def observe(self, tensor: np.ndarray, extras: Extras = None) -> Observation: ...
 
     def explain(self, tensor: np.ndarray, target: int, extras: Extras = None) -> Explanation: ...
 
@@ -70,11 +84,15 @@ class LiteRTEngine:
         self.manifest = read_manifest(model_dir)
         self._runners = {}
         self._locks = {}
+        self.returns_features = "predict" not in artifacts  # pooled from the CAM graph's maps
         for kind in artifacts:
             path = verify_artifact(self.manifest, kind)
             try:
                 interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
                 self._runners[kind] = interpreter.get_signature_runner(SIGNATURE)
+                if kind == "predict":
+                    outputs = interpreter.get_signature_list()[SIGNATURE]["outputs"]
+                    self.returns_features = "features" in outputs
             except (ValueError, RuntimeError) as exc:
                 raise ModelUnavailable(f"The {kind} artifact cannot be loaded: {exc}") from exc
             self._locks[kind] = threading.Lock()
@@ -86,12 +104,18 @@ class LiteRTEngine:
             return {name: np.array(value, copy=True) for name, value in outputs.items()}
 
     def predict(self, tensor: np.ndarray, extras: Extras = None) -> np.ndarray:
+        return self.observe(tensor, extras).probabilities
+
+    def observe(self, tensor: np.ndarray, extras: Extras = None) -> Observation:
         extra = checked_extras(self.manifest, extras)
         if "predict" in self._runners:
-            return self._run("predict", image=tensor, **extra)["probabilities"][0]
-        # A gradcam-only instance answers probabilities from the Grad-CAM graph.
+            out = self._run("predict", image=tensor, **extra)
+            features = out.get("features")  # artifacts exported before it have none
+            return Observation(out["probabilities"][0], None if features is None else features[0])
+        # A gradcam-only instance answers from the Grad-CAM graph.
         zeros = np.zeros((1, len(self.manifest.labels)), dtype=np.float32)
-        return self._run("gradcam", image=tensor, target=zeros, **extra)["probabilities"][0]
+        out = self._run("gradcam", image=tensor, target=zeros, **extra)
+        return Observation(out["probabilities"][0], pooled(out["activations"][0]))
 
     def explain(self, tensor: np.ndarray, target: int, extras: Extras = None) -> Explanation:
         if "gradcam" not in self._runners:

@@ -13,7 +13,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from dermcam.engine import Explanation, Extras, checked_extras, one_hot  # noqa: E402
+from dermcam.engine import (  # noqa: E402
+    Explanation,
+    Extras,
+    Observation,
+    checked_extras,
+    one_hot,
+    pooled,
+)
 from dermcam.errors import ModelUnavailable  # noqa: E402
 from dermcam.keras_forward import CamForward, Head, find_head  # noqa: E402
 from dermcam.keras_loading import load_model_file  # noqa: E402
@@ -85,9 +92,13 @@ class KerasEngine:
         self.forward = CamForward(loaded.model, target, head)
 
     def predict(self, tensor: np.ndarray, extras: Extras = None) -> np.ndarray:
+        return self.observe(tensor, extras).probabilities
+
+    def observe(self, tensor: np.ndarray, extras: Extras = None) -> Observation:
         x = preprocess(self.preprocessing, tf.constant(tensor, tf.float32))
         extra = _constants(checked_extras(self.manifest, extras))
-        return self.forward(x, extra)[2].numpy()[0]
+        activations, _, probs = self.forward(x, extra)
+        return Observation(probs.numpy()[0], pooled(activations.numpy()[0]))
 
     def explain(self, tensor: np.ndarray, target: int, extras: Extras = None) -> Explanation:
         return tape_explain(
