@@ -234,6 +234,13 @@ stage() {
   cp -r "$ROOT/shared/dermcam" "$dir/dermcam"
   rm -rf "$dir"/dermcam/keras_*.py "$dir/dermcam/__pycache__"
   cp "$MODEL_DIR/manifest.json" "$MODEL_DIR/$artifact.tflite" "$dir/model/"
+  # The file the trust block names (the out-of-scope rule's reference features, hash-checked
+  # by the function): without it a calibrated manifest cannot be read.
+  local reference
+  reference="$(python3 -c 'import json, sys
+trust = json.load(open(sys.argv[1])).get("trust") or {}
+print((trust.get("scope") or {}).get("reference", ""))' "$MODEL_DIR/manifest.json")"
+  if [[ -n "$reference" ]]; then cp "$MODEL_DIR/$reference" "$dir/model/"; fi
 }
 
 ensure_service_account() {

@@ -44,6 +44,20 @@ def encode(image: Image.Image, fmt: str, **params) -> bytes:
 
 
 @pytest.fixture(scope="session")
+def scoped_demo(tmp_path_factory) -> Path:
+    """A copy of the demo calibrated with the feature scope rule too (the committed demo has
+    only the quality bounds: docs/TRUST.md says why): the mechanism, end to end."""
+    import shutil
+
+    from model_store.calibration.cli import calibrate_on_generated
+
+    model = tmp_path_factory.mktemp("scoped") / "demo"
+    shutil.copytree(DEMO_MODEL, model)
+    assert calibrate_on_generated(model, count=420, scope=True) == 0
+    return model
+
+
+@pytest.fixture(scope="session")
 def lesion_rgb() -> Image.Image:
     """One synthetic melanoma-like image, 128×128 RGB."""
     from model_store.synthetic import lesion_image

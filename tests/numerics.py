@@ -103,8 +103,14 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 def _machine() -> str:
     """The CPU the figures come from: its model and the widest vector unit oneDNN can use."""
     info = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                  if line.startswith("model name")), "an unknown CPU")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in info.splitlines()
+            if line.startswith("model name")
+        ),
+        "an unknown CPU",
+    )
     isa = "AVX-512" if " avx512f" in info else "AVX2" if " avx2" in info else "no AVX2"
     return f"{model} ({isa}, {os.cpu_count()} cores)"
 
@@ -150,10 +156,16 @@ def report(log: str) -> str:
             worst = min(seen.values())
             headroom = (1 - limit.bound) / (1 - worst) if worst < 1 else float("inf")
         cells = " | ".join(_cell(limit, seen[m]) if m in seen else "" for m in modes)
-        room = ("exact" if headroom == float("inf")
-                else ">10000x" if headroom > 1e4 else f"{headroom:.0f}x")
-        lines.append(f"| `{name}` | {limit.kind} | {limit.bound:g} | {cells} | {room} | "
-                     f"{limit.why} |")
+        room = (
+            "exact"
+            if headroom == float("inf")
+            else ">10000x"
+            if headroom > 1e4
+            else f"{headroom:.0f}x"
+        )
+        lines.append(
+            f"| `{name}` | {limit.kind} | {limit.bound:g} | {cells} | {room} | {limit.why} |"
+        )
     return "\n".join(lines) + "\n"
 
 

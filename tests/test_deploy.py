@@ -186,3 +186,12 @@ def test_a_model_is_deployed_at_its_recorded_fit_check(deploy, demo_model_dir, t
     gradcam = next(line for line in done.stdout.splitlines() if "deploy dermcam-gradcam" in line)
     assert "--memory 256Mi" in predict and "--cpu 0.167" in predict
     assert "--memory 512Mi" in gradcam and "--cpu 1" in gradcam  # the flag wins
+
+
+def test_the_trust_blocks_reference_travels_with_the_manifest(deploy, scoped_demo):
+    """A calibrated manifest names its out-of-scope reference features; without them the
+    function could not read the manifest, so staging copies them."""
+    done, _ = deploy("--dry-run", "--model-dir", str(scoped_demo))
+    assert done.returncode == 0, done.stderr
+    for name in ("predict", "gradcam"):
+        assert (deploy.build / name / "model" / "scope_reference.npy").is_file()

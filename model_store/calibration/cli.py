@@ -3,7 +3,8 @@
     python -m model_store.calibrate MODEL_DIR --images DIR --labels CSV
         [--map melanoma=mel,nevus=nv] [--fields age=age_approx,sex]
         [--concern mel:0.90] [--concern malignant=mel+bcc+akiec:0.90] [--coverage 0.90]
-        [--report-fraction 0.5] [--seed 0] [--out DIR] [--no-record] [--limit N]
+        [--acceptance 0.95] [--no-scope] [--report-fraction 0.5] [--seed 0] [--out DIR]
+        [--no-record] [--limit N]
 
 One split, stratified by class and seeded by each image's id: the fit part sets the
 temperature (NLL), each concern's threshold (the target sensitivity reached on the fit part)
@@ -11,7 +12,11 @@ and the conformal thresholds; the report part, never seen by any of them, measur
 deployed rule gives (ECE before and after, sensitivity and specificity with 95 % intervals,
 coverage and set size). The trust block goes into the manifest (unless --no-record), with the
 data set's hash and counts; report.json, report.md and reliability.png go to --out.
-Degenerate thumbnails (every row the same) are left out and counted.
+Degenerate thumbnails (every row the same) and photographs the quality bounds would decline
+are left out and counted. The block also carries the scope rule: the quality bounds
+(dermcam.quality) and a k-NN distance in the model's features whose threshold accepts
+--acceptance of in-scope photographs (model_store.calibration.scope; its reference features
+are written beside the manifest).
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ import numpy as np
 from dermcam.engine import LiteRTEngine
 from dermcam.errors import DermcamError
 from dermcam.manifest import MANIFEST
+from dermcam.quality import Bounds, measure
 from dermcam.trust import FORMAT, calibrated
 from model_store.calibration import fit
 from model_store.calibration.report import write_report
+from model_store.calibration.scope import ACCEPTANCE, fit_scope, write_reference
 from model_store.evaluation.folder import class_mapping, field_mapping, find_items, read_table
 from model_store.evaluation.per_image import Setup, flat_rows, prepare
 
@@ -75,10 +82,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fields", help="patient fields from CSV columns: age=age_approx,sex")
     parser.add_argument("--concern", action="append", default=[], help="CLASS[+CLASS]:SENS")
     parser.add_argument("--coverage", type=float, default=DEFAULT_COVERAGE)
+    parser.add_argument(
+        "--acceptance",
+        type=float,
+        default=ACCEPTANCE,
+        help="share of in-scope photographs the out-of-scope rule accepts",
+    )
     parser.add_argument("--report-fraction", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="report folder (default MODEL_DIR/calibration)")
     parser.add_argument("--no-record", action="store_true", help="do not write the manifest")
+    parser.add_argument(
+        "--no-scope",
+        action="store_true",
+        help="no out-of-scope feature rule (only the quality bounds): for a model whose "
+        "features do not tell its photographs from others (docs/TRUST.md, the demo)",
+    )
     parser.add_argument("--limit", type=int)
     return parser.parse_args(argv)
 
@@ -109,7 +128,8 @@ def collect(args: argparse.Namespace, engine: LiteRTEngine) -> dict:
         raise ValueError(f"no labelled images found in {args.images}")
     setup = Setup(engine, methods=[])
     digest = hashlib.sha256()
-    ids, labels, probs, degenerate, skipped = [], [], [], [], []
+    bounds = Bounds()
+    ids, labels, probs, features, degenerate, skipped, declined = [], [], [], [], [], [], []
     for item in items:
         try:
             prepared = prepare(item, setup)
@@ -117,19 +137,28 @@ def collect(args: argparse.Namespace, engine: LiteRTEngine) -> dict:
             skipped.append({"id": item.id, "reason": str(exc)[:200]})
             continue
         digest.update(f"{item.id}:{prepared.decoded.sha256}:{codes[item.label]}\n".encode())
-        if flat_rows(prepared.decoded.image):
+        decoded = prepared.decoded
+        if flat_rows(decoded.image):
             degenerate.append(item.id)
             continue
+        if measure(decoded.image, decoded.width, decoded.height).problem(bounds):
+            declined.append(item.id)  # served, it would get no answer: not a calibration case
+            continue
+        seen = engine.observe(decoded.tensor, prepared.extras)
         ids.append(item.id)
         labels.append(item.label)
-        probs.append(engine.predict(prepared.decoded.tensor, prepared.extras))
+        probs.append(seen.probabilities)
+        features.append(seen.features)
     return {
         "ids": ids,
         "labels": np.array(labels, dtype=np.int64),
         "raw": np.array(probs, dtype=np.float64),
+        "features": None if any(f is None for f in features) else np.array(features),
         "sha256": digest.hexdigest(),
         "degenerate": degenerate,
+        "declined": declined,
         "skipped": skipped,
+        "bounds": bounds,
     }
 
 
@@ -155,6 +184,8 @@ def calibrate(args: argparse.Namespace) -> dict:
     concerns = [parse_concern(text, codes) for text in args.concern]
     if not 0.5 <= args.coverage < 1.0:
         raise ValueError("--coverage must be in [0.5, 1)")
+    if not 0.5 <= args.acceptance < 1.0:
+        raise ValueError("--acceptance must be in [0.5, 1)")
     data = collect(args, engine)
     labels, raw = data["labels"], data["raw"]
     check_counts(labels, concerns, codes)
@@ -171,7 +202,11 @@ def calibrate(args: argparse.Namespace) -> dict:
             "sha256": data["sha256"],
             "images": int(len(labels)),
             "per_class": {codes[k]: int((labels == k).sum()) for k in np.unique(labels)},
-            "left_out": {"degenerate": len(data["degenerate"]), "unreadable": len(data["skipped"])},
+            "left_out": {
+                "degenerate": len(data["degenerate"]),
+                "declined_by_quality": len(data["declined"]),
+                "unreadable": len(data["skipped"]),
+            },
             "split": {
                 "how": "stratified by class, seeded by image id",
                 "seed": args.seed,
@@ -216,8 +251,28 @@ def calibrate(args: argparse.Namespace) -> dict:
             "marginal_threshold": round(how["marginal"], 6),
             "measured": measured,
         }
+    block["quality"] = data["bounds"].block()
+    reference = None
+    if args.no_scope:
+        pass
+    elif data["features"] is None:
+        print(
+            "the predict artifact returns no features (exported before they were added): "
+            "no out-of-scope rule; re-export to get one",
+            file=sys.stderr,
+        )
+    else:
+        feats = data["features"]
+        block["scope"], reference = fit_scope(feats[fit_part], feats[report], args.acceptance)
     block["version"] = f"{block['created'][:10]}-{data['sha256'][:12]}"
-    return {"block": block, "data": data, "probs": probs, "raw": raw, "report_part": report}
+    return {
+        "block": block,
+        "data": data,
+        "probs": probs,
+        "raw": raw,
+        "report_part": report,
+        "reference": reference,
+    }
 
 
 def record(model_dir: str | Path, block: dict) -> None:
@@ -233,9 +288,15 @@ def record(model_dir: str | Path, block: dict) -> None:
     staged.replace(path)
 
 
-def calibrate_on_generated(model_dir: str | Path, seed: int = 1313, count: int = 840) -> int:
+def calibrate_on_generated(
+    model_dir: str | Path, seed: int = 1313, count: int = 840, scope: bool = False
+) -> int:
     """What the demo builds record: calibration on generated lesions of a seed no training
-    used (120 of each class at the default count, enough for a threshold of its own each)."""
+    used (120 of each class at the default count, enough for a threshold of its own each).
+    No feature scope rule by default: the demo's small network does not separate its lesions
+    from photographs (generated lesions at 128 px reach a k-NN distance of 0.30 from a
+    256-px reference whose threshold is 0.028, while scikit-learn's china.jpg is at 0.017),
+    so a rule on it would decline lesions and pass scenes. The quality bounds apply."""
     import tempfile
 
     from model_store.synthetic import write_folder
@@ -244,7 +305,8 @@ def calibrate_on_generated(model_dir: str | Path, seed: int = 1313, count: int =
         folder = write_folder(Path(tmp) / "images", seed, count, 256)
         argv = [str(model_dir), "--images", str(folder), "--labels", str(folder / "labels.csv")]
         concerns = ["--concern", "mel:0.90", "--concern", "malignant=mel+bcc+akiec:0.90"]
-        return main([*argv, *concerns, "--out", str(Path(tmp) / "report")])
+        rule = [] if scope else ["--no-scope"]
+        return main([*argv, *concerns, *rule, "--out", str(Path(tmp) / "report")])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or Path(args.model_dir) / "calibration")
     write_report(out, found)
     if not args.no_record:
+        if found["reference"] is not None:
+            block = found["block"]
+            block["scope"] = write_reference(args.model_dir, block["scope"], found["reference"])
         record(args.model_dir, found["block"])
     block = found["block"]
     after = block["calibration"]["after"]

@@ -36,6 +36,9 @@ def server_env(
         {
             "DERMCAM_MODEL_DIR": str(Path(model_dir).resolve()),
             "DERMCAM_ENGINE": engine,
+            # the generated uploads are not the model's photographs: screened (its cost is
+            # in the figures) but answered, so the whole path is what gets measured
+            "DERMCAM_SCOPE": "measure",
             "DERMCAM_NUM_THREADS": "1",
             "OMP_NUM_THREADS": "1",
             "TF_NUM_INTRAOP_THREADS": "1",

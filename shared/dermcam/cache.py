@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from dermcam import cam, telemetry
+from dermcam import cam, telemetry, trust
 from dermcam.config import Settings
 from dermcam.engine import Engine, load_engine
 from dermcam.inputs import FUNCTION_OPTIONS, warmup_extras
@@ -106,4 +106,5 @@ class ModelCache:
             "options": list(FUNCTION_OPTIONS),
             "metadata": manifest.metadata.as_json() if manifest.metadata else None,
             "card": manifest.card,
+            "trust": trust.figures(manifest.raw.get("trust")),
         }

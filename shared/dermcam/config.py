@@ -32,6 +32,10 @@ class Settings:
     storage_emulator_host: str | None = None
     storage_timeout_s: float = 5.0
     storage_backoff_s: float = 30.0
+    # "enforce": a photograph out of scope is declined (422). "measure": screened and logged
+    # (would_abstain) but answered: for load tests such as the fit check, whose photographs
+    # are not the model's, and for comparing served answers over a whole archive.
+    scope: str = "enforce"
 
     @property
     def max_upload_bytes(self) -> int:
@@ -56,6 +60,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     engine = env.get("DERMCAM_ENGINE", defaults.engine).strip().lower()
     if engine not in ("litert", "keras"):
         raise ValueError(f"DERMCAM_ENGINE must be 'litert' or 'keras', got {engine!r}")
+    scope = env.get("DERMCAM_SCOPE", defaults.scope).strip().lower()
+    if scope not in ("enforce", "measure"):
+        raise ValueError(f"DERMCAM_SCOPE must be 'enforce' or 'measure', got {scope!r}")
     return Settings(
         model_dir=env.get("DERMCAM_MODEL_DIR") or defaults.model_dir,
         bucket=env.get("DERMCAM_BUCKET") or defaults.bucket,
@@ -65,6 +72,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         max_pixels=_number(env, "DERMCAM_MAX_PIXELS", defaults.max_pixels),
         num_threads=max(1, _number(env, "DERMCAM_NUM_THREADS", defaults.num_threads)),
         engine=engine,
+        scope=scope,
         storage_emulator_host=env.get("STORAGE_EMULATOR_HOST") or None,
         storage_timeout_s=_number(
             env, "DERMCAM_STORAGE_TIMEOUT_S", defaults.storage_timeout_s, float

@@ -11,6 +11,9 @@ class DermcamError(Exception):
         super().__init__(message)
         self.message = message
 
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
 
 class InvalidImage(DermcamError):
     status = 400
@@ -50,6 +53,22 @@ class UnknownMethod(DermcamError):
 class InvalidMetadata(DermcamError):
     status = 422
     code = "invalid_metadata"
+
+
+class OutOfScope(DermcamError):
+    """The photograph is not one the model may diagnose: no diagnosis, no heat map, and the
+    reason beside the error (`abstain`). 422: the request was well formed, its content is
+    what cannot be answered, and a client that reads only the status cannot take it for one."""
+
+    status = 422
+    code = "out_of_scope"
+
+    def __init__(self, message: str, abstain: dict) -> None:
+        super().__init__(message)
+        self.abstain = abstain
+
+    def body(self) -> dict:
+        return {**super().body(), "abstain": self.abstain}
 
 
 class ModelUnavailable(DermcamError):

@@ -177,7 +177,7 @@ def serve(
                 "GET ?model=1 describes it."
             )
     except DermcamError as exc:
-        body, status = {"error": {"code": exc.code, "message": exc.message}}, exc.status
+        body, status = exc.body(), exc.status
         # functions-framework drains unread bodies after the response (get_data()); mark the
         # body as read so a refused upload is neither buffered in memory nor, past the
         # limit, a 500. The connection is closed instead of kept alive.

@@ -98,7 +98,7 @@ def read_manifest(model_dir: str | Path) -> Manifest:
             probabilities=str((raw.get("head") or {}).get("probabilities", "exclusive")),
             resize=resize.check(str(raw["input"].get("resize", resize.DEFAULT))),
             metadata=parse_schema(raw["metadata"]) if raw.get("metadata") else None,
-            trust=read_trust(raw, [str(x["code"]) for x in raw["labels"]]),
+            trust=read_trust(raw, [str(x["code"]) for x in raw["labels"]], directory),
             raw=raw,
         )
     except FileNotFoundError as exc:

@@ -14,6 +14,7 @@ import numpy as np
 from dermcam import cam, imaging, render, telemetry, trust
 from dermcam.cache import ModelCache
 from dermcam.config import Settings
+from dermcam.engine import pooled
 from dermcam.errors import UnknownMethod, UnknownTarget
 from dermcam.http import ImageRequest
 from dermcam.inputs import image_input, model_inputs
@@ -93,6 +94,28 @@ def claims(manifest: Manifest, raw: np.ndarray) -> tuple[np.ndarray, dict[str, A
     return probs, {"predictions": predictions, "top": predictions[0], **assessed}
 
 
+def _screen_photo(
+    manifest: Manifest, decoded: imaging.DecodedImage, settings: Settings, req: ImageRequest
+) -> None:
+    """Declines (OutOfScope) a photograph too small, dark, washed out or blurred to read;
+    with DERMCAM_SCOPE=measure only logs it."""
+    enforce = settings.scope == "enforce"
+    found = trust.screen_photo(
+        manifest.trust, decoded.image, decoded.width, decoded.height, enforce
+    )
+    if found:
+        req.log_fields["would_abstain"] = found
+
+
+def _screen_features(
+    manifest: Manifest, features: np.ndarray | None, settings: Settings, req: ImageRequest
+) -> None:
+    """Declines a photograph unlike the calibration set, before any answer or map is made."""
+    found = trust.screen_features(manifest.trust, features, settings.scope == "enforce")
+    if found:
+        req.log_fields["would_abstain"] = found
+
+
 def _decode(
     req: ImageRequest, settings: Settings, manifest: Manifest, timer: Timer
 ) -> imaging.DecodedImage:
@@ -118,10 +141,12 @@ def predict(model: ModelCache, req: ImageRequest, settings: Settings) -> dict[st
     timer.mark("model")
     manifest = engine.manifest
     decoded = _decode(req, settings, manifest, timer)
+    _screen_photo(manifest, decoded, settings, req)
     inputs = model_inputs(manifest, decoded, req.options)
-    raw = engine.predict(inputs.image, inputs.extras)
+    seen = engine.observe(inputs.image, inputs.extras)
     timer.mark("inference")
-    _, said = claims(manifest, raw)
+    _screen_features(manifest, seen.features, settings, req)
+    _, said = claims(manifest, seen.probabilities)
     req.log_fields["top"] = said["top"]["code"]
     if said.get("decision"):
         req.log_fields["refer"] = said["decision"]["refer"]
@@ -143,12 +168,15 @@ def gradcam(
     timer.mark("model")
     manifest = engine.manifest
     decoded = _decode(req, settings, manifest, timer)
+    _screen_photo(manifest, decoded, settings, req)
     class_spec = req.options.get("class")
     target = None if class_spec in (None, "") else resolve_class(class_spec, manifest)
     inputs = model_inputs(manifest, decoded, req.options)
     probs = None
     if target is None:  # default: explain the top class
-        probs = engine.predict(inputs.image, inputs.extras)
+        seen = engine.observe(inputs.image, inputs.extras)
+        _screen_features(manifest, seen.features, settings, req)
+        probs = seen.probabilities
         target = int(np.argmax(probs))
     key = heatmap_key(manifest.name, manifest.version, method, target, inputs.key)
     width, height = render.heatmap_size(decoded.width, decoded.height)
@@ -168,12 +196,16 @@ def gradcam(
     grid = _stored_grid(stored)
     cached = grid is not None
     if cached:
-        if probs is None:
-            probs = engine.predict(inputs.image, inputs.extras)
+        if probs is None:  # a stored map of a class asked for: the photograph is screened still
+            seen = engine.observe(inputs.image, inputs.extras)
+            _screen_features(manifest, seen.features, settings, req)
+            probs = seen.probabilities
         timer.mark("inference")
         png = None
     else:
         explanation = engine.explain(inputs.image, target, inputs.extras)
+        if probs is None:  # declined before a map is drawn or stored
+            _screen_features(manifest, pooled(explanation.activations), settings, req)
         probs = explanation.probabilities
         grid = cam.class_map(explanation.activations, explanation.gradients, method)
         timer.mark("inference")

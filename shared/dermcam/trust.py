@@ -9,15 +9,22 @@ operating point chosen for sensitivity, and a conformal prediction set. NumPy on
   when its calibrated probability reaches the threshold that gave the target sensitivity.
 - Prediction set (exclusive heads): split conformal, LAC score 1 - p_y; a class with enough
   calibration photographs has its own threshold (Mondrian), the others share the marginal one.
+- Scope: photographs to decline before any diagnosis: quality bounds (`dermcam.quality`)
+  checked on the upload, and a k-NN distance in the model's features (`dermcam.scope`).
 A manifest without the block serves as before, marked `"calibrated": false`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dermcam.errors import OutOfScope
+from dermcam.quality import Bounds, measure
+from dermcam.scope import Scope, read_scope
 
 FORMAT = 1
 TINY = 1e-30  # below float32's smallest normal: a probability that underflowed to 0
@@ -41,9 +48,11 @@ class Trust:
     coverage: float | None
     set_thresholds: np.ndarray | None  # per class: the largest LAC score (1 - p) in the set
     set_measured: dict[str, Any]
+    quality: Bounds | None  # photographs too small, dark, washed out or blurred to read
+    scope: Scope | None  # photographs unlike the calibration set: "not a skin lesion"
 
 
-def read_trust(raw: dict[str, Any], codes: list[str]) -> Trust | None:
+def read_trust(raw: dict[str, Any], codes: list[str], directory: Path) -> Trust | None:
     """The manifest's trust block, or None when there is none. ValueError when it is malformed
     or names classes the model does not have."""
     block = raw.get("trust")
@@ -85,6 +94,8 @@ def read_trust(raw: dict[str, Any], codes: list[str]) -> Trust | None:
         coverage=float(sets["coverage"]) if sets else None,
         set_thresholds=thresholds,
         set_measured=dict(sets.get("measured") or {}) if sets else {},
+        quality=Bounds.from_block(block["quality"]) if block.get("quality") else None,
+        scope=read_scope(block.get("scope"), directory),
     )
 
 
@@ -164,3 +175,87 @@ def assess(trust: Trust | None, raw: np.ndarray, codes: list[str]) -> dict[str, 
             "measured": trust.set_measured,
         }
     return found
+
+
+def figures(block: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The trust block's figures a reader needs (GET ?model=1, the page's model card): what it
+    was measured on and what each rule gave on the held-out part."""
+    if not block:
+        return None
+    calibration = block["calibration"]
+    sets = block.get("prediction_sets")
+    scope = block.get("scope")
+    return {
+        "version": block["version"],
+        "data": {k: block["data"][k] for k in ("images", "per_class", "split")},
+        "calibration": {
+            "temperature": calibration["temperature"],
+            "ece_before": calibration["before"]["ece"],
+            "ece_after": calibration["after"]["ece"],
+        },
+        "concerns": [
+            {k: c[k] for k in ("name", "classes", "target_sensitivity", "threshold", "measured")}
+            for c in block.get("concerns", [])
+        ],
+        "prediction_sets": {
+            "coverage": sets["coverage"],
+            "measured": {
+                k: sets["measured"][k] for k in ("coverage", "mean_size") if k in sets["measured"]
+            },
+        }
+        if sets
+        else None,
+        "scope": {k: scope[k] for k in ("acceptance", "measured")} if scope else None,
+        "quality": block.get("quality"),
+    }
+
+
+ADVICE = {
+    "too small": "Send the photograph at a larger size (at least {min_side} px on its short side).",
+    "too dark": "Retake the photograph in better light.",
+    "over-exposed": "Retake the photograph with less light or without the flash glare.",
+    "too blurred": "Retake the photograph in focus, holding the camera or dermatoscope still.",
+    "not a skin lesion": "Send a dermoscopic photograph of one skin lesion, centred; this "
+    "model was calibrated on no photograph like this one.",
+}
+
+
+def _decline(abstain: dict[str, Any], bounds: Bounds | None = None) -> OutOfScope:
+    reason = abstain["reason"]
+    advice = ADVICE[reason].format(**(bounds.block() if bounds else {}))
+    abstain["advice"] = advice
+    return OutOfScope(
+        f"No diagnosis: the photograph is {reason}. {advice}"
+        if reason != "not a skin lesion"
+        else f"No diagnosis: this does not look like a skin lesion. {advice}",
+        abstain,
+    )
+
+
+def screen_photo(
+    trust: Trust | None, image: Any, width: int, height: int, enforce: bool = True
+) -> str | None:
+    """Before the model: OutOfScope when the photograph fails the trust block's quality
+    bounds (`image` the upright RGB PIL image, `width`, `height` the upload's). Not
+    enforced, the reason is returned instead (None: it passes)."""
+    if trust is None or trust.quality is None:
+        return None
+    quality = measure(image, width, height)
+    reason = quality.problem(trust.quality)
+    if reason and enforce:
+        abstain = {"reason": reason, "figures": quality.figures(), "bounds": trust.quality.block()}
+        raise _decline(abstain, trust.quality)
+    return reason
+
+
+def screen_features(
+    trust: Trust | None, features: np.ndarray | None, enforce: bool = True
+) -> str | None:
+    """After the forward pass, before any answer or heat map: OutOfScope when the photograph's
+    features are unlike every calibration photograph's (not enforced: the reason, or None)."""
+    if trust is None or trust.scope is None:
+        return None
+    abstain = trust.scope.declines(features)
+    if abstain and enforce:
+        raise _decline(abstain)
+    return abstain["reason"] if abstain else None
