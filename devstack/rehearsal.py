@@ -126,7 +126,16 @@ def call_functions(urls: dict[str, str]) -> dict:
 
 
 def open_page(page_url: str, folder: Path) -> dict:
-    """The published page, in Chromium: a photo in, the heatmap shown."""
+    """The published page, in Chromium: a photo in, the heatmap shown. In a thread of its
+    own: Playwright's sync API refuses a thread whose event loop another sync Playwright
+    runs (a test process that already holds the session's browser)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_open_page, page_url, folder).result()
+
+
+def _open_page(page_url: str, folder: Path) -> dict:
     from playwright.sync_api import sync_playwright
 
     picture = folder / "lesion.jpg"

@@ -6,7 +6,9 @@
 
   function errorOf(status, body) {
     const message = body && body.error && body.error.message;
-    return new Error(message || `The service answered with status ${status}.`);
+    const error = new Error(message || `The service answered with status ${status}.`);
+    if (body && body.abstain) error.abstain = body.abstain; // declined: no diagnosis, and why
+    return error;
   }
 
   // GET ?model=1: labels, methods and the patient-metadata fields the model takes.

@@ -12,6 +12,7 @@
   const { prepare } = window.DermcamPhoto;
   const api = window.DermcamApi;
   const model = window.DermcamModel;
+  const trust = window.DermcamTrust;
   const $ = (id) => document.getElementById(id);
   const COLD_HINT_MS = 4000; // waiting longer than this means an instance is starting
   const methodNames = { "gradcam": "Grad-CAM" }; // filled from the model's description
@@ -24,7 +25,7 @@
     status: $("status"), progress: $("progress"), error: $("error"),
     errorMessage: $("error-message"), retry: $("retry"), modelInfo: $("model-info"),
     explainHint: $("explain-hint"), independent: $("independent"),
-    predictions: $("predictions"), demoBanner: $("demo-banner"),
+    predictions: $("predictions"), demoBanner: $("demo-banner"), verdict: $("verdict"),
     patient: $("patient"), patientFields: $("patient-fields"),
   };
 
@@ -54,7 +55,27 @@
     setProgress(null);
   }
 
+  // A photo the model declined: no ranking, no map, only why and what to do instead.
+  function failed(err, retry) {
+    if (!err.abstain) {
+      showError(err.message, retry);
+      return;
+    }
+    state.predictions = [];
+    ui.predictions.replaceChildren();
+    ui.verdict.replaceChildren();
+    ui.verdict.hidden = true;
+    ui.overlay.hidden = true;
+    ui.camControls.hidden = true;
+    ui.download.hidden = true;
+    ui.explainHint.hidden = true;
+    ui.caption.textContent = "";
+    showError(err.message, null); // the function's words: the reason, then what to do
+    ui.error.dataset.abstain = err.abstain.reason;
+  }
+
   function clearError() {
+    delete ui.error.dataset.abstain;
     ui.error.hidden = true;
     state.retry = null;
   }
@@ -220,7 +241,7 @@
       showPredictions(body);
       setStatus(`Most likely: ${body.top.name} (${percent(body.top.probability)}).`);
     } catch (err) {
-      if (id === state.request) showError(err.message, predictOnly);
+      if (id === state.request) failed(err, predictOnly);
     }
   }
 
@@ -248,7 +269,7 @@
       if (id !== state.request) return;
       showHeatmap(body);
     } catch (err) {
-      if (id === state.request) showError(err.message, () => explain(code));
+      if (id === state.request) failed(err, () => explain(code));
     }
   }
 
@@ -324,6 +345,8 @@
       return item;
     });
     ui.predictions.replaceChildren(...rows);
+    ui.verdict.replaceChildren(...trust.render(body));
+    ui.verdict.hidden = false;
   }
 
   // --- heatmap controls ----------------------------------------------------------------

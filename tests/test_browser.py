@@ -39,6 +39,48 @@ def overlay_loaded(page) -> int:
     return page.eval_on_selector("#overlay", "o => o.naturalWidth")
 
 
+def test_the_decision_comes_first_and_a_dark_photo_is_declined(page, lesion_rgb, tmp_path):
+    """The calibrated demo: the referral decision above the ranking, in words that never say
+    benign, the prediction set as "One of" or "Most likely", then the ranking; a photo too
+    dark to read gets the reason and what to do, and no ranking or map (the cat: the
+    HAM10000 page test)."""
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    photo = write(tmp_path, "lesion.jpg", encode(lesion_rgb.resize((600, 450)), "JPEG"))
+    page.set_input_files("#file-input", str(photo))
+    page.locator("#predictions li").first.wait_for(timeout=30_000)
+    decision = page.locator("#verdict .decision")
+    assert decision.is_visible()
+    words = decision.inner_text()
+    assert words.startswith(("Refer", "Not flagged"))
+    assert "benign" not in words.lower() and "nothing to worry" not in words.lower()
+    assert (
+        page.locator("#verdict .prediction-set")
+        .inner_text()
+        .startswith(("One of:", "Most likely:"))
+    )
+    assert "calibrated" in page.locator("#verdict .calibration").inner_text()
+    order = page.eval_on_selector_all("#verdict, #predictions", "nodes => nodes.map(n => n.id)")
+    assert order == ["verdict", "predictions"]  # document order: the decision first
+    page.screenshot(path=str(OUTPUT / "decision-first.png"), full_page=True)
+
+    from PIL import ImageEnhance
+
+    dark = ImageEnhance.Brightness(lesion_rgb.resize((600, 450))).enhance(0.12)
+    page.set_input_files("#file-input", str(write(tmp_path, "dark.jpg", encode(dark, "JPEG"))))
+    page.wait_for_function(
+        "() => document.getElementById('error').dataset.abstain === 'too dark'",
+        timeout=30_000,
+    )
+    assert "better light" in page.locator("#error-message").inner_text()
+    assert page.locator("#retry").is_hidden()
+    assert page.locator("#predictions li").count() == 0
+    assert page.locator("#verdict").is_hidden() and page.locator("#overlay").is_hidden()
+    page.screenshot(path=str(OUTPUT / "declined-dark.png"), full_page=True)
+    # Chromium logs every 4xx resource; the decline is one, anything else is a fault
+    declined = "the server responded with a status of 422"
+    assert [e for e in page.console_errors if declined not in e] == []
+
+
 def test_upload_predict_explain_switch_class_and_recover(page, stack, lesion_rgb, tmp_path):
     OUTPUT.mkdir(parents=True, exist_ok=True)
     photo = write(tmp_path, "lesion.jpg", encode(lesion_rgb.resize((600, 450)), "JPEG"))
@@ -200,6 +242,9 @@ def test_patient_form_from_the_model_description(browser, metadata_stack, tmp_pa
     assert answer["metadata"]["age"] == {"value": 80.0, "used": 80.0, "defaulted": False}
     assert answer["metadata"]["site"]["used"] == "trunk"
     overlay_loaded(page)
+    # an uncalibrated model says so, and gives no decision
+    assert "not calibrated" in page.locator("#verdict .calibration").inner_text()
+    assert page.locator("#verdict .decision").count() == 0
     page.screenshot(path=str(OUTPUT / "metadata-form.png"), full_page=True)
 
     with page.expect_response(lambda r: r.request.method == "POST", timeout=30_000) as info:

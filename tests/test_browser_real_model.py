@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,30 @@ def test_the_page_says_what_the_model_is_and_asks_its_own_fields(page, ham_stack
     assert shown["predictions"] == direct["predictions"]
     page.locator("#predictions li").first.wait_for(timeout=60_000)
     page.screenshot(path=str(OUTPUT / "ham10000.png"), full_page=True)
+    assert page.console_errors == []
+
+
+def test_a_decision_for_the_lesion_and_no_diagnosis_for_the_cat(page):
+    """The issue's case on the real model: the melanoma photo gets its referral decision above
+    the ranking and a set; scikit-image's cat gets no ranking and no map, only the reason."""
+    skimage = pytest.importorskip("skimage")
+    page.set_input_files("#file-input", str(ISIC_IMAGES / "ISIC_0000157.jpg"))
+    page.locator("#verdict .decision").wait_for(timeout=60_000)
+    assert page.locator("#verdict .decision").inner_text().startswith(("Refer", "Not flagged"))
+    assert (
+        page.locator("#verdict .prediction-set")
+        .inner_text()
+        .startswith(("One of:", "Most likely:"))
+    )
+    cat = Path(skimage.__file__).parent / "data" / "chelsea.png"
+    page.set_input_files("#file-input", str(cat))
+    page.wait_for_function(
+        "() => document.getElementById('error').dataset.abstain === 'not a skin lesion'",
+        timeout=60_000,
+    )
+    assert "does not look like a skin lesion" in page.locator("#error-message").inner_text()
+    assert page.locator("#predictions li").count() == 0 and page.locator("#overlay").is_hidden()
+    page.screenshot(path=str(OUTPUT / "ham10000-cat-declined.png"), full_page=True)
     assert page.console_errors == []
 
 
