@@ -169,3 +169,25 @@ def test_training_does_what_training_promises(tmp_path):
     assert manifest["parity"]["top1_agreement"] == 1.0
     with pytest.raises(ValueError, match="unknown recipe"):
         shortcuts.build("stickers", tmp_path / "x")
+
+
+def test_a_calibrated_model_says_what_the_artefact_did_to_the_served_answer(
+    demo_model_dir, held_out, tmp_path
+):
+    """With a trust block, each row carries the served verdict before and after the artefact,
+    and the report counts referrals the artefact made or unmade and photographs it declined."""
+    out = tmp_path / "audit"
+    argv = [str(demo_model_dir), "--images", str(held_out), "--artefacts", "ink,dark-corners"]
+    assert audit([*argv, "--limit", "8", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "id" in r and "artefacts" in r]
+    assert len(rows) == 8
+    for row in rows:
+        assert {"abstain", "top", "refer", "prediction_set"} <= set(row["trust"])
+        assert all("trust" in a for a in row["artefacts"].values())
+    summary = json.loads((out / "report.json").read_text())["summary"]
+    for name in ("ink", "dark-corners", "identity"):
+        served = summary["artefacts"][name]["served"]
+        assert served["images"] == 8 and 0.0 <= served["declined_after"] <= 1.0
+        assert {"now_referred", "no_longer_referred"} <= set(served)
+    assert "## What the functions would answer" in (out / "report.md").read_text()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from model_store.evaluation import metrics
-from model_store.synthetic import write_folder
+from model_store.synthetic import lesion_image, write_folder
 
 
 def test_roc_auc_and_classification_by_hand():
@@ -109,6 +109,11 @@ def test_evaluate_a_folder_end_to_end(folder, demo_model_dir, tmp_path):
         "contact-sheet-gradcam.png",
     ):
         assert (out / name).stat().st_size > 1000
+    # what the functions would have answered, from the demo's trust block, counted
+    judged = summary["trust"]
+    assert judged["images"] == 14 and judged["answered"] + sum(judged["declined"].values()) == 14
+    assert 0.0 <= judged["set_coverage"] <= 1.0 and judged["mean_set_size"] >= 1.0
+    assert "## What the functions would answer" in (out / "report.md").read_text()
     recorded = json.loads((model / "manifest.json").read_text())["evaluation"]["evaluate"]
     assert recorded["images"] == 14 and "gradcam" in recorded["methods"]
     # TensorFlow was never imported: LiteRT only
@@ -237,3 +242,31 @@ def test_bad_images_are_skipped_with_their_reason_and_the_run_goes_on(
     }
     assert skipped["images"]["SYN_0041_00005"].startswith("missing mask")  # the last one's
     assert "3 more were skipped" in (out / "report.md").read_text()
+
+
+def test_each_row_says_what_the_functions_would_answer(demo_model_dir):
+    """A row's verdict is the served answer: calibrated top class, decision, set; a photograph
+    the trust block's quality bounds decline is declined, with its reason and no class."""
+    from PIL import Image
+
+    from dermcam import trust
+    from dermcam.manifest import read_manifest
+    from model_store.evaluation.verdicts import summary, verdict
+
+    manifest = read_manifest(demo_model_dir)
+    codes = manifest.codes
+    raw = np.full(len(codes), 0.1 / (len(codes) - 1))
+    raw[2] = 0.9
+    lesion = Image.fromarray(lesion_image(seed=3, index=0, size=200, label=2)[0])
+    found = verdict(manifest, lesion, lesion.width, lesion.height, raw, None)
+    served = trust.assess(manifest.trust, raw, codes)["probabilities"]
+    assert found["abstain"] is None and found["top"] == codes[2]
+    assert found["probability"] == pytest.approx(float(served[2]), abs=1e-6)
+    assert codes[2] in found["prediction_set"]
+    dark = Image.new("RGB", (300, 300), (20, 15, 10))
+    declined = verdict(manifest, dark, 300, 300, raw, None)
+    assert declined["abstain"] == "too dark"
+    rows = [{"label": 2, "trust": found}, {"label": 0, "trust": declined}]
+    counted = summary(rows, codes)
+    assert counted["declined"] == {"too dark": 1} and counted["answered"] == 1
+    assert counted["set_coverage"] == 1.0

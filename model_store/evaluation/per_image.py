@@ -16,12 +16,13 @@ import numpy as np
 from PIL import Image
 
 from dermcam import cam, imaging
-from dermcam.engine import Explanation, LiteRTEngine
+from dermcam.engine import Explanation, LiteRTEngine, pooled
 from dermcam.inputs import image_input
 from dermcam.metadata import Encoded
 from model_store.evaluation import metrics
 from model_store.evaluation.folder import Item, read_bytes
 from model_store.evaluation.scoring import SCORECAM, BatchPredict, scorecam_map
+from model_store.evaluation.verdicts import verdict
 
 MAX_PIXELS = 200_000_000
 GRID_DECIMALS = 4
@@ -127,6 +128,11 @@ def evaluate_one(
     explained_top = explained if predicted == target else engine.explain(tensor, predicted, extras)
     other = setup.randomised.explain(tensor, target, extras) if setup.randomised else None
     clock.mark("explain")
+    found = verdict(
+        manifest, decoded.image, decoded.width, decoded.height, probs, pooled(explained.activations)
+    )
+    if found is not None:
+        row["trust"] = found
 
     def score(klass: int):  # noqa: ANN202 - a batch scorer
         return lambda x: setup.predict(x, extras)[:, klass]

@@ -69,6 +69,7 @@ def markdown(summary: dict) -> str:
         lines.append("|---" * (len(labels) + 1) + "|")
         for code, row in zip(labels, c["confusion"]["rows_true_columns_predicted"], strict=True):
             lines.append(f"| {code} | " + " | ".join(map(str, row)) + " |")
+    lines += _trust_lines(summary.get("trust"))
     if summary.get("baselines"):
         lines += [
             "",
@@ -228,3 +229,31 @@ def write(
         _plot(out, metric, values, base)
     for method in methods:
         contact_sheet(out, rows, method, pictures)
+
+
+def _trust_lines(found: dict | None) -> list[str]:
+    """What the functions would have answered, from the manifest's trust block."""
+    if not found:
+        return []
+    declined = ", ".join(f"{n} {why}" for why, n in found["declined"].items()) or "none"
+    lines = [
+        "",
+        "## What the functions would answer (trust block)",
+        "",
+        f"Of {found['images']} photographs, declined: {declined}; answered {found['answered']}.",
+    ]
+    if "referred" in found:
+        lines.append(
+            f"Referred at the operating point: {100 * found['referred']:.1f} % of those answered."
+        )
+    if "mean_set_size" in found:
+        held = found.get("set_coverage")
+        lines.append(
+            f"Prediction sets: mean size {found['mean_set_size']:.2f}"
+            + (
+                f", held the true class {100 * held:.1f} % of the time."
+                if held is not None
+                else "."
+            )
+        )
+    return lines

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from dermcam import cam
-from model_store.evaluation import metrics
+from model_store.evaluation import metrics, verdicts
 
 SANITY_FLAG = 0.8  # median rank correlation at or above which maps barely changed
 LOCALISATION = ["pointing_game", "energy_pointing_game", *(f"iou@{x}" for x in metrics.IOU_LEVELS)]
@@ -78,6 +78,9 @@ def summarise(rows: list[dict], codes: list[str], methods: list[str]) -> dict[st
     flat = [r["id"] for r in rows if r.get("flat_rows")]
     if flat:
         summary["flat_rows"] = flat
+    judged = verdicts.summary(rows, codes)
+    if judged:
+        summary["trust"] = judged
     summary["seconds_per_image"] = time_per_image(rows)
     return summary
 

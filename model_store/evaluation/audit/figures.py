@@ -143,11 +143,40 @@ def artefact_figures(
             "ratio": round(energy / area, 2) if area > 0 else None,
             "max_on_artefact": round(float(np.mean([a["max_on"] for a in attended])), 4),
         }
+    served = referral_changes(placed, name)
+    if served:
+        figures["served"] = served
     labelled = [i for i, r in enumerate(placed) if r["label"] is not None]
     if positive and len(labelled) >= 10:
         labels = np.array([placed[i]["label"] for i in labelled])
         figures["labelled"] = with_labels(before[labelled], after[labelled], labels, positive, seed)
     return figures
+
+
+def referral_changes(placed: list[dict], name: str) -> dict | None:
+    """With a trust block: how often drawing the artefact changed what the functions would
+    answer: the referral at the operating point, or a decline (the photograph screened out)."""
+    pairs = [
+        (r["trust"], r["artefacts"][name]["trust"])
+        for r in placed
+        if "trust" in r and "trust" in r["artefacts"][name]
+    ]
+    if not pairs:
+        return None
+    found: dict[str, Any] = {
+        "images": len(pairs),
+        "declined_after": round(float(np.mean([bool(a["abstain"]) for _, a in pairs])), 4),
+    }
+    both = [
+        (b["refer"], a["refer"])
+        for b, a in pairs
+        if not b["abstain"] and not a["abstain"] and b["refer"] is not None
+    ]
+    if both:
+        found["referred_before"] = round(float(np.mean([b for b, _ in both])), 4)
+        found["now_referred"] = round(float(np.mean([a and not b for b, a in both])), 4)
+        found["no_longer_referred"] = round(float(np.mean([b and not a for b, a in both])), 4)
+    return found
 
 
 def _systematic(figures: dict) -> tuple[float, str]:

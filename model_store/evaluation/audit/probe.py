@@ -15,11 +15,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from dermcam import cam, imaging
-from dermcam.engine import LiteRTEngine
+from dermcam.engine import LiteRTEngine, pooled
 from dermcam.inputs import image_input
 from model_store.evaluation.audit import artefacts, lesion
 from model_store.evaluation.folder import Item
 from model_store.evaluation.per_image import read
+from model_store.evaluation.verdicts import verdict
 
 MAX_SIDE = 1024  # artefacts are drawn on the photo at most this size
 GRID_DECIMALS = 4
@@ -93,14 +94,23 @@ def audit_one(item: Item, setup: AuditSetup, data: bytes | None = None) -> dict[
     extras = encoded.inputs if encoded else {}
 
     def explain(upload: bytes, target: int | None):  # noqa: ANN202
-        tensor = imaging.decode(upload, 200_000_000, wanted).tensor
+        decoded = imaging.decode(upload, 200_000_000, wanted)
+        tensor = decoded.tensor
         probs = engine.predict(tensor, extras) if target is None else None
         klass = int(np.argmax(probs)) if target is None else target
         found = engine.explain(tensor, klass, extras)
         grid = cam.class_map(found.activations, found.gradients, "gradcam")
-        return found.probabilities, grid, klass
+        said = verdict(
+            manifest,
+            decoded.image,
+            decoded.width,
+            decoded.height,
+            found.probabilities,
+            pooled(found.activations),
+        )
+        return found.probabilities, grid, klass, said
 
-    probs, grid, target = explain(data, setup.target)
+    probs, grid, target, said = explain(data, setup.target)
     pixels = picture_of(data)
     mask, how = lesion_mask(item, pixels)
     row: dict[str, Any] = {
@@ -112,15 +122,17 @@ def audit_one(item: Item, setup: AuditSetup, data: bytes | None = None) -> dict[
         "lesion": how,
         "lesion_area": round(float(mask.mean()), 4),
         "artefacts": {},
+        **({"trust": said} if said else {}),
     }
     for name in setup.names:
         changed, drawn = altered(item.id, name, pixels, mask, setup)
-        after, after_grid, _ = explain(png(changed), target)
+        after, after_grid, _, said_after = explain(png(changed), target)
         row["artefacts"][name] = {
             "probabilities": [round(float(p), 6) for p in after],
             "grid": np.round(after_grid.astype(np.float64), GRID_DECIMALS).tolist(),
             "placed": bool(drawn.any()) or name == "identity",
             **(_attention(after_grid, drawn) if drawn.any() else {}),
+            **({"trust": said_after} if said_after else {}),
         }
     row["seconds"] = round(time.perf_counter() - started, 4)
     row["passes"] = 1 + len(setup.names)

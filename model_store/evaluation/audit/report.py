@@ -95,6 +95,20 @@ def markdown(summary: dict) -> str:
                 f"| {name} | {a['energy_share']:.3f} | {a['area_share']:.3f} | "
                 f"{_f(a['ratio'], 2)} | {a['max_on_artefact']:.1%} |"
             )
+    served = {n: f["served"] for n, f in summary["artefacts"].items() if f.get("served")}
+    if served:
+        lines += [
+            "",
+            "## What the functions would answer (the manifest's trust block)",
+            "",
+            "| artefact | declined after | referred before | now referred | no longer referred |",
+            "|---|---|---|---|---|",
+        ]
+        for name, f in served.items():
+            lines.append(
+                f"| {name} | {f['declined_after']:.1%} | {_pct(f.get('referred_before'))} | "
+                f"{_pct(f.get('now_referred'))} | {_pct(f.get('no_longer_referred'))} |"
+            )
     labelled = {n: f["labelled"] for n, f in summary["artefacts"].items() if f.get("labelled")}
     if labelled:
         lines += [
@@ -122,6 +136,10 @@ def markdown(summary: dict) -> str:
         ]
     lines += ["", "How to read this: docs/AUDIT.md."]
     return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
 
 
 def _ci(ci: list[float] | None) -> str:
