@@ -94,26 +94,28 @@ def claims(manifest: Manifest, raw: np.ndarray) -> tuple[np.ndarray, dict[str, A
     return probs, {"predictions": predictions, "top": predictions[0], **assessed}
 
 
+def _logged(req: ImageRequest, reason: str | None) -> None:
+    """DERMCAM_SCOPE=measure: the photograph is answered, the decline it would get logged."""
+    if reason:
+        req.log_fields["would_abstain"] = reason
+
+
 def _screen_photo(
     manifest: Manifest, decoded: imaging.DecodedImage, settings: Settings, req: ImageRequest
 ) -> None:
-    """Declines (OutOfScope) a photograph too small, dark, washed out or blurred to read;
-    with DERMCAM_SCOPE=measure only logs it."""
+    """Declines (OutOfScope) a photograph too small, dark, washed out or blurred to read."""
     enforce = settings.scope == "enforce"
-    found = trust.screen_photo(
-        manifest.trust, decoded.image, decoded.width, decoded.height, enforce
+    _logged(
+        req,
+        trust.screen_photo(manifest.trust, decoded.image, decoded.width, decoded.height, enforce),
     )
-    if found:
-        req.log_fields["would_abstain"] = found
 
 
 def _screen_features(
     manifest: Manifest, features: np.ndarray | None, settings: Settings, req: ImageRequest
 ) -> None:
     """Declines a photograph unlike the calibration set, before any answer or map is made."""
-    found = trust.screen_features(manifest.trust, features, settings.scope == "enforce")
-    if found:
-        req.log_fields["would_abstain"] = found
+    _logged(req, trust.screen_features(manifest.trust, features, settings.scope == "enforce"))
 
 
 def _decode(
