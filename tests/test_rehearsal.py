@@ -23,28 +23,33 @@ PROJECT = "dermcam-rehearsal"
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
+    """One public deploy, then the same project redeployed --private: the second run is the
+    update in place (a third deploy, public again, added 80 s and nothing the two do not show).
+    """
     from devstack import rehearsal
 
     state = tmp_path_factory.mktemp("rehearsal")
-    summary = rehearsal.rehearse(state, clock=60, runs=2, fresh=True, private=True)
-    # What the two public runs left, and what the cloud held after the switch to --private.
+    summary = rehearsal.rehearse(state, clock=60, runs=1, fresh=True, private=True)
+    # What the public run left, and what the cloud held after the switch to --private.
     cloud = json.loads((state / "cloud-public.json").read_text())
     private = json.loads((state / "cloud" / "cloud.json").read_text())
-    return summary, cloud["resources"], cloud["calls"], private["resources"]
+    return summary, cloud["resources"], private["calls"], private["resources"]
 
 
-def test_both_runs_deploy_answer_and_publish(rehearsal):
-    summary, resources, *_ = rehearsal
-    assert len(summary["runs"]) == 2
-    for run in summary["runs"]:
-        assert run["functions"]["predict_top"] == "mel" and run["functions"]["heatmap_stored"]
-        assert run["page"]["classes_shown"] == 7 and run["page"]["errors"] == []
-        assert len(run["warmups"]) == 2  # each job fired on its cron, with a 200
-    first, second = summary["runs"]
-    assert first["urls"] == second["urls"]  # updated in place: the URLs stay
+def test_a_deploy_answers_publishes_and_is_updated_in_place(rehearsal):
+    summary, resources, _, private = rehearsal
+    (run,) = summary["runs"]
+    assert run["functions"]["predict_top"] == "mel" and run["functions"]["heatmap_stored"]
+    assert run["page"]["classes_shown"] == 7 and run["page"]["errors"] == []
+    assert len(run["warmups"]) == 2  # each job fired on its cron, with a 200
     functions = resources["functions"]
     assert len(functions) == 2 and all(f["state"] == "ACTIVE" for f in functions.values())
-    revisions = resources["revisions"]
+    assert len(resources["revisions"]) == 2
+    # the rerun (--private) updated both functions in place: the URLs stay
+    urls = summary["private"]["urls"]
+    assert urls == {k: v for k, v in run["urls"].items() if k != "page"}
+    assert all(f["state"] == "ACTIVE" for f in private["functions"].values())
+    revisions = private["revisions"]
     assert len(revisions) == 4  # two builds per function, each in a fresh virtualenv
     assert len({r["venv"] for r in revisions.values()}) == 4
 
@@ -92,7 +97,8 @@ def test_invokers_and_schedules(rehearsal):
     assert len(jobs) == 2
     for job in jobs.values():
         assert job["schedule"] == "*/5 * * * *" and job["httpTarget"]["uri"].endswith("?warmup=1")
-    assert any(c["method"] == "PATCH" and c["api"] == "cloudscheduler" for c in calls)  # rerun
+    # the rerun patched what the first run created
+    assert any(c["method"] == "PATCH" and c["api"] == "cloudscheduler" for c in calls)
     assert any(c["method"] == "PATCH" and c["api"] == "cloudfunctions" for c in calls)
 
 
