@@ -85,18 +85,21 @@ def served_probabilities(url: str, rows: list[dict], codes: list[str], with_fiel
     return np.array(found)
 
 
-# Every one of the 528 photographs once: alternately with their age and sex and without them
-# (the wheel's own fills); both paths share the image pipeline, and each photograph served
-# twice would add ~2 minutes to make test.
+# Every other of the 528 photographs once (264, a fresh quarter for each parametrisation):
+# half with their age and sex, half without them (the wheel's own fills). Both paths share
+# the image pipeline; each photograph costs ~0.3 s served and ~0.15 s in the wheel's own
+# TensorFlow, so the whole archive served once more would add ~2 minutes to make test. The
+# bound (tests/NUMERICS.md) was set when this test served all 528: its largest difference
+# then, 1.06e-05 in all four numerics modes, is 9x below it.
 @pytest.mark.parametrize(
-    ("with_fields", "first"), [(True, 0), (False, 1)], ids=["age-and-sex", "fields-missing"]
+    ("with_fields", "first"), [(True, 0), (False, 2)], ids=["age-and-sex", "fields-missing"]
 )
 def test_served_probabilities_equal_the_wheels_own_path(
     model_dir, sklesion, single_function, with_fields, first
 ):
     rows = patients()
     assert len(rows) == 528
-    rows = rows[first::2]
+    rows = rows[first::4]
     # measure: every photograph answered, the 50 the scope rule would decline too
     env = {"DERMCAM_MODEL_DIR": str(model_dir), "DERMCAM_SCOPE": "measure"}
     url, _ = single_function("predict", env, with_storage=False)
