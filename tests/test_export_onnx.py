@@ -81,12 +81,16 @@ def test_served_probabilities_equal_onnxruntime_on_the_file(exported):
 
 
 def test_the_served_gradient_is_the_onnx_graphs_own(exported):
+    name, out = exported
+    assert_the_gradient_is_the_onnx_graphs_own(FIXTURES / f"{name}.onnx", out)
+
+
+def assert_the_gradient_is_the_onnx_graphs_own(source: Path, out: Path, size: int = 64) -> None:
     """The gradient the gradcam artifact returns, checked against onnxruntime: the part of the
     ONNX graph from the target tensor to the logits, run at A ± h·d, gives the directional
     derivative (s(A + h·d) − s(A − h·d)) / 2h that g · d must equal."""
-    name, out = exported
     lite = LiteRTEngine(str(out))
-    graph = OnnxGraph.read(FIXTURES / f"{name}.onnx")
+    graph = OnnxGraph.read(source)
     node = next(n for n in graph.model.graph.node if n.name == lite.manifest.raw["target_layer"])
     head = onnx.utils.Extractor(graph.model).extract_model([node.output[0]], [graph.output])
     session = onnxruntime.InferenceSession(
@@ -97,12 +101,13 @@ def test_the_served_gradient_is_the_onnx_graphs_own(exported):
         a = np.transpose(nhwc, (2, 0, 1))[None].astype(np.float32)
         return float(session.run(None, {node.output[0]: a})[0][0, k])
 
-    image = dataset(13, 1, 64)[0][0][None].astype(np.float32)
+    image = dataset(13, 1, size)[0][0][None].astype(np.float32)
     k = int(np.argmax(lite.predict(image)))
     explained = lite.explain(image, k)
     a, g = explained.activations.astype(np.float64), explained.gradients.astype(np.float64)
     assert np.abs(g).max() > 0
-    (logits,) = graph.run(preprocess("torch", image).numpy(), [graph.output])
+    mode = lite.manifest.raw.get("preprocessing", "none")
+    (logits,) = graph.run(np.asarray(preprocess(mode, image)), [graph.output])
     # the served activations are the ONNX graph's own: the head run on them gives its logits
     np.testing.assert_allclose(score(a, k), logits[0, k], rtol=1e-4, atol=1e-4)
     direction = np.random.default_rng(1).normal(size=a.shape)
@@ -266,6 +271,68 @@ def test_exact_gelu_is_served_in_builtins(tmp_path, capsys):
     assert manifest["target_layer"] == "/gelu/Mul_1"
     assert "ERF" not in manifest["artifacts"]["gradcam"]["ops"]
     numerics.at_most("onnx.tiny_probabilities", manifest["parity"]["original"]["max_abs_prob_diff"])
+
+
+def _after_the_target(model: onnx.ModelProto, nodes: list, ints: dict, floats: dict) -> None:
+    """`nodes` read the target (/act, 8 channels) and end in "mixed", which the pool reads.
+    Linear, so that the finite differences of the gradient check are exact."""
+    graph = model.graph
+    pool = next(n for n in graph.node if n.op_type == "GlobalAveragePool")
+    pool.input[0] = "mixed"
+    at = [n.op_type for n in graph.node].index("GlobalAveragePool")
+    for offset, node in enumerate(nodes):
+        graph.node.insert(at + offset, node)
+    for name, value in ints.items():
+        graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), name))
+    rng = np.random.default_rng(4)
+    for name, shape in floats.items():
+        value = rng.normal(0, 0.5, shape).astype(np.float32)
+        graph.initializer.append(numpy_helper.from_array(value, name))
+
+
+CHANNEL_SPLIT = (  # ShuffleNetV2's unit: split the channels, convolve one half, shuffle
+    [
+        helper.make_node("Split", ["act", "halves"], ["left", "right"], name="/split", axis=1),
+        helper.make_node("Conv", ["right", "w1"], ["branch"], name="/branch/conv"),
+        helper.make_node("Concat", ["left", "branch"], ["joined"], name="/cat", axis=1),
+        helper.make_node("Reshape", ["joined", "groups"], ["grouped"], name="/shuffle/r1"),
+        helper.make_node(
+            "Transpose", ["grouped"], ["swapped"], name="/shuffle/t", perm=[0, 2, 1, 3, 4]
+        ),
+        helper.make_node("Reshape", ["swapped", "flat_shape"], ["mixed"], name="/shuffle/r2"),
+    ],
+    {"halves": [4, 4], "groups": [1, 2, 4, 32, 32], "flat_shape": [1, 8, 32, 32]},
+    {"w1": (4, 4, 1, 1)},
+)
+STEPPED_SLICES = (  # even and odd channels (Slice with steps: a strided gradient)
+    [
+        helper.make_node("Slice", ["act", "s0", "end", "axis", "step"], ["even"], name="/even"),
+        helper.make_node("Slice", ["act", "s1", "end", "axis", "step"], ["odd"], name="/odd"),
+        helper.make_node("Conv", ["odd", "w1"], ["branch"], name="/branch/conv"),
+        helper.make_node("Concat", ["even", "branch"], ["mixed"], name="/cat", axis=1),
+    ],
+    {"s0": [0], "s1": [1], "end": [8], "axis": [1], "step": [2]},
+    {"w1": (4, 4, 1, 1)},
+)
+
+
+@pytest.mark.parametrize(
+    "after", [CHANNEL_SPLIT, STEPPED_SLICES], ids=["channel-split", "stepped-slices"]
+)
+def test_a_target_before_a_slice_gets_its_gradient_in_builtins(tmp_path, capsys, after):
+    """onnx2tf writes a strided slice for an equal Split and for every Slice; their gradient,
+    StridedSliceGrad, is Flex-only. The exporter's rewrite (a PAD, or a GATHER for steps)
+    serves a target before them, and the gradient is the ONNX graph's own."""
+    model = _tiny_cnn()
+    _after_the_target(model, *after)
+    code, err, out = _export(tmp_path, model, capsys, "--target-layer", "/act")
+    assert code == 0, err
+    manifest = LiteRTEngine(str(out)).manifest.raw
+    assert manifest["target_layer"] == "/act"
+    assert not [op for op in manifest["artifacts"]["gradcam"]["ops"] if op.startswith("Flex")]
+    numerics.at_most("onnx.tiny_probabilities", manifest["parity"]["original"]["max_abs_prob_diff"])
+    numerics.at_least("parity.cam_pearson_min", manifest["parity"]["cam_pearson_min"])
+    assert_the_gradient_is_the_onnx_graphs_own(tmp_path / "model.onnx", out, size=32)
 
 
 def test_the_erf_polynomial_is_as_close_as_tensorflows_erf():

@@ -1,13 +1,14 @@
 """Builtin-only gradients for the Grad-CAM export.
 
 The LiteRT wheel has no Flex delegate, and TensorFlow's backward ops for ReLU, ReLU6,
-LeakyReLU, ELU, depthwise convolutions, pooling and tf_keras' fused batch norm (ReluGrad,
-Relu6Grad, LeakyReluGrad, EluGrad, DepthwiseConv2dNativeBackpropInput, AvgPoolGrad,
-MaxPoolGrad, FusedBatchNormGradV3) are Flex-only. These replacements are written in ops
-that lower to TFLite builtins. `tf.GradientTape` ignores gradient_override_map, so the
-export takes gradients with `tf.gradients()` inside a `tf.function`, under
-`builtin_gradients()`. Still Flex-only, and named by the exporter when a target needs
-them: LRNGrad, ResizeBilinearGrad, and the Erfc that exact GELU's gradient reuses.
+LeakyReLU, ELU, depthwise convolutions, pooling, tf_keras' fused batch norm and strided
+slices (ReluGrad, Relu6Grad, LeakyReluGrad, EluGrad, DepthwiseConv2dNativeBackpropInput,
+AvgPoolGrad, MaxPoolGrad, FusedBatchNormGradV3, StridedSliceGrad) are Flex-only. These
+replacements are written in ops that lower to TFLite builtins. `tf.GradientTape` ignores
+gradient_override_map, so the export takes gradients with `tf.gradients()` inside a
+`tf.function`, under `builtin_gradients()`. Still Flex-only, and named by the exporter when
+a target needs them: LRNGrad, ResizeBilinearGrad, and the Erfc that exact GELU's gradient
+reuses.
 Adopted from the measured sketch in ../shared/reference/builtin_gradients.py.
 """
 
@@ -22,6 +23,7 @@ from tensorflow.python.framework import ops as _tf_ops
 _DEFAULT_DEPTHWISE_GRAD = _tf_ops._gradient_registry.lookup("DepthwiseConv2dNative")
 _DEFAULT_AVG_POOL_GRAD = _tf_ops._gradient_registry.lookup("AvgPool")
 _DEFAULT_MAX_POOL_GRAD = _tf_ops._gradient_registry.lookup("MaxPool")
+_DEFAULT_STRIDED_SLICE_GRAD = _tf_ops._gradient_registry.lookup("StridedSlice")
 _DEFAULT_FUSED_BN_GRAD = {
     name: _tf_ops._gradient_registry.lookup(name)
     for name in ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
@@ -189,6 +191,50 @@ def _max_pool_grad(op: tf.Operation, dy: tf.Tensor) -> tf.Tensor:
     return tf.add_n(parts)[:, top : top + height, left : left + width, :]
 
 
+def _strided_slice_grad(op: tf.Operation, dy: tf.Tensor) -> tuple[tf.Tensor, None, None, None]:
+    """StridedSliceGrad (Flex-only): what onnx2tf writes for every ONNX Slice and for equal
+    Splits (ShuffleNet's channel split, a ViT's qkv unbind and its class-token slice). With a
+    static input shape and constant bounds, TensorFlow's own slicing of the positions 0..n-1
+    says where each of dy's values came from, whatever the masks and strides; dy goes back
+    there with `_placed`."""
+    x = op.inputs[0]
+    bounds = [tf.get_static_value(t) for t in op.inputs[1:4]]
+    if not x.shape.is_fully_defined() or any(b is None for b in bounds):
+        return _DEFAULT_STRIDED_SLICE_GRAD(op, dy)  # not lowerable: the converter will name it
+    shape = [int(d) for d in x.shape]
+    masks = ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")
+    with tf.init_scope():  # eagerly, at export: a constant, not a graph op
+        positions = tf.strided_slice(
+            np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape),
+            *bounds,
+            **{mask: op.get_attr(mask) for mask in masks},
+        )
+        positions = positions.numpy().ravel()
+    return _placed(dy, positions, shape), None, None, None
+
+
+def _placed(dy: tf.Tensor, positions: np.ndarray, shape: list[int]) -> tf.Tensor:
+    """A tensor of `shape`, dy's values (in order) at the flat `positions`, zeros elsewhere.
+    A slice with unit strides is a box: its gradient is dy padded (one PAD, as TensorFlow's
+    own Slice gradient). Any other (strides, reversal) is a GATHER from dy with one zero
+    appended, by a constant index; SCATTER_ND would do the same but is rarer in runtimes."""
+    if positions.size == 0:
+        return tf.zeros(shape, dy.dtype)
+    index = np.unravel_index(positions, shape)
+    low = np.array([int(i.min()) for i in index])
+    box = [int(i.max()) - lo + 1 for i, lo in zip(index, low, strict=True)]
+    inside = np.indices(box).reshape(len(shape), -1) + low[:, None]
+    if positions.size == np.prod(box) and np.array_equal(
+        positions, np.ravel_multi_index(tuple(inside), shape)
+    ):
+        pads = [[lo, size - lo - side] for lo, side, size in zip(low, box, shape, strict=True)]
+        return tf.pad(tf.reshape(dy, box), pads)
+    source = np.full(int(np.prod(shape)), positions.size, np.int32)
+    source[positions] = np.arange(positions.size, dtype=np.int32)
+    values = tf.concat([tf.reshape(dy, [-1]), tf.zeros([1], dy.dtype)], 0)
+    return tf.reshape(tf.gather(values, tf.constant(source)), shape)
+
+
 _REWRITES = {
     "Relu": ("DermcamReluGrad", _relu_grad),
     "Relu6": ("DermcamRelu6Grad", _relu6_grad),
@@ -200,6 +246,7 @@ _REWRITES = {
     "DepthwiseConv2dNative": ("DermcamDepthwiseGrad", _depthwise_grad),
     "AvgPool": ("DermcamAvgPoolGrad", _avg_pool_grad),
     "MaxPool": ("DermcamMaxPoolGrad", _max_pool_grad),
+    "StridedSlice": ("DermcamStridedSliceGrad", _strided_slice_grad),
 }
 for _name, _fn in dict(_REWRITES.values()).items():
     try:
