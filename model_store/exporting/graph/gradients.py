@@ -221,14 +221,11 @@ def _placed(dy: tf.Tensor, positions: np.ndarray, shape: list[int]) -> tf.Tensor
     if positions.size == 0:
         return tf.zeros(shape, dy.dtype)
     index = np.unravel_index(positions, shape)
-    low = np.array([int(i.min()) for i in index])
-    box = [int(i.max()) - lo + 1 for i, lo in zip(index, low, strict=True)]
-    inside = np.indices(box).reshape(len(shape), -1) + low[:, None]
-    if positions.size == np.prod(box) and np.array_equal(
-        positions, np.ravel_multi_index(tuple(inside), shape)
-    ):
-        pads = [[lo, size - lo - side] for lo, side, size in zip(low, box, shape, strict=True)]
-        return tf.pad(tf.reshape(dy, box), pads)
+    low, high = [int(i.min()) for i in index], [int(i.max()) + 1 for i in index]
+    box = np.arange(int(np.prod(shape))).reshape(shape)[tuple(map(slice, low, high))]
+    if np.array_equal(positions, box.ravel()):
+        pads = [[lo, size - hi] for lo, hi, size in zip(low, high, shape, strict=True)]
+        return tf.pad(tf.reshape(dy, box.shape), pads)
     source = np.full(int(np.prod(shape)), positions.size, np.int32)
     source[positions] = np.arange(positions.size, dtype=np.int32)
     values = tf.concat([tf.reshape(dy, [-1]), tf.zeros([1], dy.dtype)], 0)
