@@ -42,7 +42,11 @@ TARGETS = {
 
 @pytest.fixture(scope="module", params=sorted(TARGETS))
 def exported(request, tmp_path_factory):
-    name = request.param
+    return export_fixture(request.param, tmp_path_factory)
+
+
+def export_fixture(name: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A committed fixture through the CLI, as a user exports a PyTorch model."""
     out = tmp_path_factory.mktemp(name) / "model"
     argv = [str(FIXTURES / f"{name}.onnx"), "--labels", LABELS, "--out", str(out)]
     assert export_main([*argv, "--preprocess", "torch", "--no-fitcheck"]) == 0
@@ -86,35 +90,59 @@ def test_the_served_gradient_is_the_onnx_graphs_own(exported):
 
 
 def assert_the_gradient_is_the_onnx_graphs_own(source: Path, out: Path, size: int = 64) -> None:
-    """The gradient the gradcam artifact returns, checked against onnxruntime: the part of the
-    ONNX graph from the target tensor to the logits, run at A ± h·d, gives the directional
-    derivative (s(A + h·d) − s(A − h·d)) / 2h that g · d must equal."""
+    """The gradient the gradcam artifact returns, checked against onnxruntime: the ONNX graph
+    with its target tensor fed from outside, run at A ± h·d, gives the directional derivative
+    (s(A + h·d) − s(A − h·d)) / 2h that g · d must equal. A folded target (a transformer's
+    tokens) is unfolded the other way: the served grid back into the token sequence, the
+    prefix tokens the file's own."""
     lite = LiteRTEngine(str(out))
     graph = OnnxGraph.read(source)
     node = next(n for n in graph.model.graph.node if n.name == lite.manifest.raw["target_layer"])
-    head = onnx.utils.Extractor(graph.model).extract_model([node.output[0]], [graph.output])
-    session = onnxruntime.InferenceSession(
-        head.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
-
-    def score(nhwc: np.ndarray, k: int) -> float:
-        a = np.transpose(nhwc, (2, 0, 1))[None].astype(np.float32)
-        return float(session.run(None, {node.output[0]: a})[0][0, k])
-
+    tensor = node.output[0]
     image = dataset(13, 1, size)[0][0][None].astype(np.float32)
+    x = np.asarray(preprocess(lite.manifest.raw.get("preprocessing", "none"), image))
+    own, logits = graph.run(x, [tensor, graph.output])
+    session = _fed_from_outside(graph.model, tensor)
+    fold = lite.manifest.raw.get("target_fold")
+
+    def as_onnx(a: np.ndarray) -> np.ndarray:  # the served [h, w, C] → the ONNX tensor
+        if fold is None:
+            return np.transpose(a, (2, 0, 1))[None]
+        if fold["layout"] == "channels_last":
+            return a[None]
+        tokens = own.copy()
+        tokens[0, fold["prefix_tokens"] :] = a.reshape(-1, a.shape[-1])
+        return tokens
+
+    def score(a: np.ndarray, k: int) -> float:
+        feed = {graph.input: np.transpose(x, (0, 3, 1, 2)), "dermcam_target": as_onnx(a)}
+        return float(
+            session.run([graph.output], {n: v.astype(np.float32) for n, v in feed.items()})[0][0, k]
+        )
+
     k = int(np.argmax(lite.predict(image)))
     explained = lite.explain(image, k)
     a, g = explained.activations.astype(np.float64), explained.gradients.astype(np.float64)
     assert np.abs(g).max() > 0
-    mode = lite.manifest.raw.get("preprocessing", "none")
-    (logits,) = graph.run(np.asarray(preprocess(mode, image)), [graph.output])
-    # the served activations are the ONNX graph's own: the head run on them gives its logits
+    # the served activations are the ONNX graph's own: the graph run on them gives its logits
     np.testing.assert_allclose(score(a, k), logits[0, k], rtol=1e-4, atol=1e-4)
     direction = np.random.default_rng(1).normal(size=a.shape)
     h = 1e-2 * float(np.abs(a).max()) / float(np.abs(direction).max())
     numeric = (score(a + h * direction, k) - score(a - h * direction, k)) / (2 * h)
     analytic = float((g * direction).sum())
     assert abs(numeric - analytic) <= 0.02 * max(abs(analytic), 1e-3), (numeric, analytic)
+
+
+def _fed_from_outside(model, tensor: str) -> onnxruntime.InferenceSession:  # noqa: ANN001
+    """The graph with every reader of `tensor` reading a new input, `dermcam_target`."""
+    fed = onnx.ModelProto()
+    fed.CopyFrom(model)
+    for node in fed.graph.node:
+        for i, name in enumerate(node.input):
+            if name == tensor:
+                node.input[i] = "dermcam_target"
+    fed.graph.input.append(helper.make_tensor_value_info("dermcam_target", TensorProto.FLOAT, None))
+    return onnxruntime.InferenceSession(fed.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 def test_both_functions_serve_an_onnx_export(exported, single_function):
@@ -413,3 +441,18 @@ def test_an_op_onnx2tf_cannot_convert_is_named(tmp_path, capsys):
     assert code != 0
     assert "Relu6Custom" in err
     assert not out.exists()
+
+
+def test_a_map_after_a_channel_shuffle_is_still_a_feature_map(tmp_path):
+    """ShuffleNetV2 regroups its channels ([1, C, h, w] → [1, 2, C/2, h, w] → transposed →
+    back): the positions stay the last two axes, so what follows is a feature map again and
+    the automatic choice is the network's last map, not the first unit's."""
+    model = _tiny_cnn()
+    _after_the_target(model, *CHANNEL_SPLIT)
+    pool = next(n for n in model.graph.node if n.op_type == "GlobalAveragePool")
+    pool.input[0] = "shuffled"
+    at = [n.op_type for n in model.graph.node].index("GlobalAveragePool")
+    model.graph.node.insert(at, helper.make_node("Relu", ["mixed"], ["shuffled"], name="/after"))
+    onnx.save(model, str(tmp_path / "shuffle.onnx"))
+    names = [name for name, _ in spatial_nodes(OnnxGraph.read(tmp_path / "shuffle.onnx").model)]
+    assert names[-1] == "/after" and "/cat" in names

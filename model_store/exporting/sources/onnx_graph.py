@@ -190,14 +190,11 @@ def spatial_nodes(model) -> list[tuple[str, str]]:  # noqa: ANN001
     with h × w > 1, in graph order (the last is nearest the classifier). Only tensors in the
     input's layout count: a block that permutes to channels last (ConvNeXt's MLP) has
     [1, h, w, C] tensors in between, which are not feature maps of C channels."""
-    shapes = {}
-    for info in [*model.graph.value_info, *model.graph.output]:
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in _dims(info)]
-        shapes[info.name] = dims
+    shapes = tensor_shapes(model)
     layouts = {model.graph.input[0].name: "NCHW"}
     found = []
     for node in model.graph.node:
-        layout = _layout_after(node, layouts)
+        layout = _layout_after(node, layouts, shapes)
         for output in node.output:
             layouts[output] = layout
         if node.op_type in LAYOUT_OPS or not node.output or layout != "NCHW":
@@ -208,19 +205,47 @@ def spatial_nodes(model) -> list[tuple[str, str]]:  # noqa: ANN001
     return found
 
 
-def _layout_after(node, layouts: dict[str, str | None]) -> str | None:  # noqa: ANN001
+def tensor_shapes(model) -> dict[str, list[int | None]]:  # noqa: ANN001
+    """Every tensor's inferred shape, by name (None for a dimension known only at run time)."""
+    shapes = {}
+    for info in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in _dims(info)]
+    return shapes
+
+
+# A tensor that came from an NCHW map by regrouping its channels only, the positions still its
+# last two axes (ShuffleNet's channel shuffle: [1, C, h, w] → [1, g, C/g, h, w] → transposed →
+# [1, C, h, w]): reshaped back to four axes, it is a feature map again.
+REGROUPED = "N(C)HW"
+
+
+def _layout_after(node, layouts: dict[str, str | None], shapes: dict) -> str | None:  # noqa: ANN001
     """NCHW or NHWC for a node's output from its inputs': a Transpose to or from channels last
-    changes it, a reshape loses it, anything else keeps its first input's."""
+    changes it, a reshape loses it unless it regroups channels only, anything else keeps its
+    first input's."""
     known = [layouts[name] for name in node.input if layouts.get(name)]
     if not known:
         return None
     if node.op_type == "Transpose":
-        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-        return {
-            ("NCHW", (0, 2, 3, 1)): "NHWC",
-            ("NHWC", (0, 3, 1, 2)): "NCHW",
-            ("NCHW", (0, 1, 2, 3)): "NCHW",
-        }.get((known[0], tuple(perm or ())))
+        perm = tuple(next((list(a.ints) for a in node.attribute if a.name == "perm"), ()))
+        if (
+            known[0] in ("NCHW", REGROUPED)
+            and perm[:1] == (0,)
+            and perm[-2:]
+            == (
+                len(perm) - 2,
+                len(perm) - 1,
+            )
+        ):
+            return known[0] if len(perm) > 4 else "NCHW" if perm == (0, 1, 2, 3) else None
+        return {("NCHW", (0, 2, 3, 1)): "NHWC", ("NHWC", (0, 3, 1, 2)): "NCHW"}.get(
+            (known[0], perm)
+        )
+    if node.op_type == "Reshape" and known[0] in ("NCHW", REGROUPED):
+        before, after = shapes.get(node.input[0]) or [], shapes.get(node.output[0]) or []
+        if len(before) >= 4 and len(after) >= 4 and before[-2:] == after[-2:] and after[0] == 1:
+            return "NCHW" if len(after) == 4 else REGROUPED
+        return None
     if node.op_type in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Gemm", "MatMul"):
         return None if node.op_type != "MatMul" or known[0] != "NHWC" else "NHWC"
     return known[0]

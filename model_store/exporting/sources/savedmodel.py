@@ -13,6 +13,7 @@ from dermcam.engine import Explanation
 from dermcam.keras_engine import class_score, preprocess
 from dermcam.keras_forward import Head, head_outputs
 from model_store.exporting.graph.gradients import OVERRIDES
+from model_store.exporting.graph.grouped import grouped_as_depthwise
 from model_store.exporting.sources.base import Forward, Reference
 
 
@@ -73,8 +74,9 @@ class SavedModelSubject:
             and op.outputs[0].shape[1:].is_fully_defined()
             and op.outputs[0].shape[1] * op.outputs[0].shape[2] > 1
         }
-        self.plain = graph.as_graph_def()
-        self.rewritten = graph.as_graph_def()
+        self.plain = grouped_as_depthwise(graph.as_graph_def())
+        self.rewritten = tf.compat.v1.GraphDef()
+        self.rewritten.CopyFrom(self.plain)
         for node in self.rewritten.node:  # what gradient_override_map would have set
             if node.op in OVERRIDES:
                 node.attr["_gradient_op_type"].s = OVERRIDES[node.op].encode()
@@ -97,8 +99,16 @@ class SavedModelSubject:
             )
         return matches[:1]
 
+    def graph(self, name: str, rewritten: bool) -> tuple[tf.compat.v1.GraphDef, str]:
+        """The graph to import for target `name`, and the target's tensor in it."""
+        return (self.rewritten if rewritten else self.plain), f"{name}:0"
+
+    def fold(self, name: str) -> dict | None:
+        """How the target's tensor was folded into a feature map (a transformer's tokens)."""
+        return None
+
     def forward(self, name: str, rewritten: bool = True) -> Forward:
-        graph_def = self.rewritten if rewritten else self.plain
+        graph_def, target = self.graph(name, rewritten)
 
         def call(
             x: tf.Tensor, extras: dict | None = None
@@ -106,7 +116,7 @@ class SavedModelSubject:
             activations, z = tf.graph_util.import_graph_def(
                 graph_def,
                 input_map={self.input_name: x},
-                return_elements=[f"{name}:0", self.z_name],
+                return_elements=[target, self.z_name],
                 name="model",
             )
             return (activations, *head_outputs(self.head.kind, z))
