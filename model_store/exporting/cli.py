@@ -84,6 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(default: the last spatial layer that converts)",
     )
     parser.add_argument(
+        "--prefix-tokens",
+        type=int,
+        default=None,
+        metavar="K",
+        help="a transformer (.onnx): the tokens before the patches (class, distillation, "
+        "registers), dropped when the rest fold into the grid (default: read from the "
+        "model, tokens minus its patch grid)",
+    )
+    parser.add_argument(
         "--score",
         choices=SCORES,
         default="logit",
@@ -163,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.input_size,
             args.trust_lambda_code,
             args.custom_objects,
+            args.prefix_tokens,
         )
         manifest = export(
             model,

@@ -169,6 +169,11 @@ def export(
             )
         chosen_name = subject.describe(chosen)
         log(f"target layer: {chosen_name}" + (" (chosen automatically)" if not target else ""))
+        if fold := subject.fold(chosen):
+            log(
+                f"  folded: {fold['prefix_tokens']} prefix token(s) dropped, the rest as a "
+                f"{fold['grid'][0]}×{fold['grid'][1]} grid ({fold['layout']})"
+            )
         log(f"resize: {resize}: {image_resize.RESIZES[resize]}")
         (staging / "gradcam.tflite").write_bytes(gradcam_bytes)
         (staging / "predict.tflite").write_bytes(to_tflite(predict_fn, variables, quantization))
@@ -224,6 +229,7 @@ def export(
             "head": subject.head.describe(),
             "target_layer": chosen_name,
             "activations_shape": subject.shape(chosen),
+            "target_fold": subject.fold(chosen),
             "score": score,
             "quantization": quantization,
             "artifacts": artifacts,

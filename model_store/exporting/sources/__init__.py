@@ -19,6 +19,7 @@ def load_subject(
     input_size: tuple[int, int] | None = None,
     trust_lambda_code: bool = False,
     custom_objects_file: str | Path | None = None,
+    prefix_tokens: int | None = None,
 ) -> KerasSubject | SavedModelSubject:
     """A .keras/.h5 file (Keras 3, else tf_keras), a Keras 2 SavedModel (its layers, through
     tf_keras), any other SavedModel directory (its frozen serving graph), or an .onnx file."""
@@ -26,7 +27,9 @@ def load_subject(
     if path.suffix.lower() == ".onnx":
         from model_store.exporting.sources.onnx import OnnxSubject  # onnx2tf only when asked
 
-        return OnnxSubject(path, output_layer, input_size)
+        return OnnxSubject(path, output_layer, input_size, prefix_tokens)
+    if prefix_tokens is not None:
+        raise ValueError("--prefix-tokens is for transformers exported to ONNX (.onnx).")
 
     def keras_subject() -> KerasSubject:
         loaded = load_model_file(path, None, trust_lambda_code, custom_objects_file)

@@ -68,6 +68,10 @@ class KerasSubject:
     def describe(self, path: tuple[str, ...]) -> str:
         return "/".join(path)
 
+    def fold(self, path: tuple[str, ...]) -> dict | None:
+        """A Keras target is a feature map as it is: nothing folded."""
+        return None
+
     def shape(self, path: tuple[str, ...]) -> list[int]:
         """The target layer's [h, w, c] at the served size."""
         if not self.any_size:

@@ -1,0 +1,189 @@
+"""Vision transformers through ONNX, without torch: narrow timm ViT, DeiT (distilled: 2 prefix
+tokens), a register ViT (5) and a Hugging Face ViTForImageClassification, committed with
+pytorch-grad-cam's own maps of four isic-uda1 photographs (made by
+`python -m model_store.demos.torch_specimens fixtures`). Each exports with its tokens folded
+into the patch grid at pytorch-grad-cam's layer, the prefix read from the model, and its
+served maps are pytorch-grad-cam's; layouts that do not fold are refused with what to pass.
+Swin converts wrongly in onnx2tf (its window attention) and is refused by the parity gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import requests
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+from test_export_onnx import (
+    FIXTURES,
+    LABELS,
+    assert_the_gradient_is_the_onnx_graphs_own,
+    export_fixture,
+)
+
+import numerics
+from conftest import encode
+from dermcam import cam
+from dermcam.engine import LiteRTEngine
+from model_store.exporting.cli import main as export_main
+
+# TensorFlow results: run again under other oneDNN code paths by make test-numerics
+pytestmark = pytest.mark.numerics
+
+# fixture → the ONNX node pytorch-grad-cam's layer outputs (the .npz's `layer`)
+TARGETS = {
+    "vit-narrow": "/blocks/blocks.1/norm1/LayerNormalization",
+    "deit-narrow": "/blocks/blocks.1/norm1/LayerNormalization",
+    "vit-reg4-narrow": "/blocks/blocks.1/norm2/LayerNormalization",
+    "hf-vit-narrow": "/model/vit/layers.1/layernorm_before/LayerNormalization",
+}
+# pytorch-grad-cam's maps vs the served ones at the grid: the same arithmetic in float32
+# (measured: r rounds to 1.000000 on all 16 fixture photographs); the issue's bar is 0.99.
+MIN_R = 0.99
+
+
+@pytest.fixture(scope="module", params=sorted(TARGETS))
+def exported(request, tmp_path_factory):
+    return export_fixture(request.param, tmp_path_factory)
+
+
+def test_a_transformer_is_explained_at_pytorch_grad_cams_layer_folded_as_the_model_says(exported):
+    name, out = exported
+    manifest = LiteRTEngine(str(out)).manifest.raw
+    reference = np.load(FIXTURES / f"{name}.npz")
+    assert manifest["target_layer"] == TARGETS[name]
+    fold = manifest["target_fold"]
+    # the prefix and grid torch states (timm's num_prefix_tokens, the patch grid), not a guess
+    assert fold["prefix_tokens"] == int(reference["prefix_tokens"])
+    assert fold["grid"] == [int(d) for d in reference["grid"]]
+    assert manifest["activations_shape"][:2] == fold["grid"]
+    numerics.at_most("parity.max_abs_prob_diff", manifest["parity"]["max_abs_prob_diff"])
+    original = manifest["parity"]["original"]
+    numerics.at_most("parity.max_abs_prob_diff", original["max_abs_prob_diff"])
+    assert original["top1_agreement"] == 1.0
+    assert not any(op.startswith("Flex") for op in manifest["artifacts"]["gradcam"]["ops"])
+
+
+def test_the_served_maps_are_pytorch_grad_cams(exported):
+    name, out = exported
+    lite = LiteRTEngine(str(out))
+    reference = np.load(FIXTURES / f"{name}.npz")
+    for image, k, theirs in zip(
+        reference["images"], reference["classes"], reference["maps"], strict=True
+    ):
+        explained = lite.explain(image[None].astype(np.float32), int(k))
+        ours = cam.class_map(explained.activations, explained.gradients)
+        assert ours.shape == theirs.shape
+        r = np.corrcoef(ours.ravel(), theirs.ravel())[0, 1]
+        assert r >= MIN_R, (name, int(k), r)
+
+
+def test_the_served_gradient_is_the_token_sequences_own(exported):
+    name, out = exported
+    assert_the_gradient_is_the_onnx_graphs_own(FIXTURES / f"{name}.onnx", out)
+
+
+def test_gradcam_serves_a_transformer(exported, single_function):
+    name, out = exported
+    if name != "vit-narrow":
+        pytest.skip("one family over HTTP is enough: the function sees only a feature map")
+    url, _ = single_function("gradcam", {"DERMCAM_MODEL_DIR": str(out)})
+    photo = Image.fromarray(np.load(FIXTURES / f"{name}.npz")["images"][0])
+    answer = requests.post(
+        url, data=encode(photo, "PNG"), params={"class": "mel"},
+        headers={"Content-Type": "image/png"}, timeout=60,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["heatmap"]["grid"]) == 4
+
+
+def test_a_layer_after_the_last_attention_is_refused_with_the_one_to_use(tmp_path, capsys):
+    """After a class-token ViT's last attention only the class token reaches the head: the
+    patches' gradient there is exactly zero, every map would be blank."""
+    out = tmp_path / "out"
+    code = export_main(
+        [str(FIXTURES / "vit-narrow.onnx"), "--labels", LABELS, "--out", str(out),
+         "--preprocess", "torch", "--no-fitcheck",
+         "--target-layer", "/blocks/blocks.1/norm2/LayerNormalization"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and not out.exists()
+    assert "does not depend on its patch tokens" in err
+    assert TARGETS["vit-narrow"] in err
+
+
+def test_a_swin_that_onnx2tf_converts_wrongly_is_refused_by_the_gate(tmp_path, capsys):
+    """onnx2tf 1.29's window partition (6-D reshapes and transposes) gives other values than
+    onnxruntime from the first shifted-window block on (onnx2tf issues #312, #777: Swin needs
+    a hand-written parameter-replacement file); served, its answers would be wrong."""
+    out = tmp_path / "out"
+    argv = [str(FIXTURES / "swin-narrow.onnx"), "--labels", LABELS, "--out", str(out)]
+    assert export_main([*argv, "--preprocess", "torch", "--no-fitcheck"]) != 0
+    assert "disagree with onnxruntime" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# --- a token layout that does not fold: a hand-made transformer ------------------------------
+
+
+def _pooled_tokens() -> bytes:
+    """Patch embedding (4×4 grid, 8 channels) → tokens → a learnt pooling to 10 tokens (no
+    grid of the model has 10 cells) → LayerNorm → a residual MLP → mean → logits."""
+    rng = np.random.default_rng(0)
+    w = {
+        "patch": rng.normal(0, 0.3, (8, 3, 8, 8)), "shape": np.array([1, 8, 16]),
+        "pool": rng.normal(0, 0.3, (10, 16)), "scale": np.ones(8), "bias": np.zeros(8),
+        "mlp": rng.normal(0, 0.3, (8, 8)), "fc": rng.normal(0, 0.3, (8, 7)),
+    }  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["input", "patch"], ["grid"], name="/patch", strides=[8, 8]),
+        helper.make_node("Reshape", ["grid", "shape"], ["flat"], name="/flat"),
+        helper.make_node("Transpose", ["flat"], ["tokens"], name="/tokens", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["pool", "tokens"], ["pooled"], name="/pool"),
+        helper.make_node("LayerNormalization", ["pooled", "scale", "bias"], ["normed"],
+                         name="/norm", axis=-1),
+        helper.make_node("MatMul", ["normed", "mlp"], ["mixed"], name="/mlp"),
+        helper.make_node("Add", ["pooled", "mixed"], ["block"], name="/residual"),
+        helper.make_node("ReduceMean", ["block"], ["mean"], name="/mean", axes=[1], keepdims=0),
+        helper.make_node("MatMul", ["mean", "fc"], ["logits"], name="/fc"),
+    ]  # fmt: skip
+    initializers = [
+        numpy_helper.from_array(v.astype(np.int64 if k == "shape" else np.float32), k)
+        for k, v in w.items()
+    ]
+    graph = helper.make_graph(
+        nodes, "pooled",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 7])], initializers,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return model.SerializeToString()
+
+
+def test_tokens_that_fold_into_no_grid_are_refused_naming_the_layer_and_the_flag(tmp_path, capsys):
+    source = tmp_path / "pooled.onnx"
+    source.write_bytes(_pooled_tokens())
+    out = tmp_path / "out"
+    code = export_main([str(source), "--labels", LABELS, "--out", str(out), "--no-fitcheck"])
+    err = capsys.readouterr().err
+    assert code != 0 and not out.exists()
+    assert "/norm" in err and "10 tokens" in err
+    assert "--prefix-tokens" in err and "--target-layer" in err
+
+
+def test_prefix_tokens_given_fold_the_rest(tmp_path, capsys):
+    """The user states 1 token before the patches: the other 9 are a 3×3 grid."""
+    source = tmp_path / "pooled.onnx"
+    source.write_bytes(_pooled_tokens())
+    out = tmp_path / "out"
+    argv = [str(source), "--labels", LABELS, "--out", str(out), "--no-fitcheck"]
+    assert export_main([*argv, "--prefix-tokens", "1"]) == 0, capsys.readouterr().err
+    manifest = LiteRTEngine(str(out)).manifest.raw
+    assert manifest["target_layer"] == "/norm"
+    assert manifest["target_fold"] == {"layout": "tokens", "prefix_tokens": 1, "grid": [3, 3]}
+    assert_the_gradient_is_the_onnx_graphs_own(source, out, size=32)
+
+
+def test_the_committed_transformer_fixtures_stay_small():
+    names = [*TARGETS, "swin-narrow"]
+    files = [FIXTURES / f"{name}{ext}" for name in names for ext in (".onnx", ".npz")]
+    assert sum(f.stat().st_size for f in files) <= 2e6
