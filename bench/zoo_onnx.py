@@ -154,7 +154,12 @@ def recommended_tiers(manifest: dict) -> dict:
     found = {}
     for function in ("predict", "gradcam"):
         best = (manifest.get("fitcheck", {}).get(function) or {}).get("recommended")
-        found[function] = f"{best['memory_mb']} MiB / {best['cpu']:g} vCPU" if best else None
+        found[function] = (
+            f"{best['memory_mb']} MiB / {best['cpu']:g} vCPU, cold {best['cold_start_s']:.1f} s, "
+            f"p50 {best['p50_ms']:.0f} ms ({best.get('source', 'measured')})"
+            if best
+            else None
+        )
     return found
 
 
@@ -220,11 +225,17 @@ def write_doc(rows: list[dict], images: int) -> None:
         "`torch.onnx.export` (opset 17, dynamic batch, the TorchScript exporter), then "
         "`python -m model_store.export FILE.onnx --preprocess torch`: onnx2tf, the artifacts, "
         "both parity gates (TensorFlow, and onnxruntime running the file itself; max |Δp| ≤ "
-        "1e-4, top-1 100 %). Then each Grad-CAM map of the served engine on "
-        f"{images} isic-uda1 photographs, for its top class, against pytorch-grad-cam 1.5.7's "
+        "1e-4, top-1 100 %). Transformers: the target's tokens folded into the patch grid, "
+        "prefix tokens dropped, as pytorch-grad-cam's `reshape_transform` does (the reference "
+        "is given the same transform). Then each Grad-CAM map of the served engine on "
+        f"{images} isic-uda1 photographs (6 in rows without cold start and p50, kept from "
+        "earlier runs), for its top class, against pytorch-grad-cam 1.5.7's "
         "`GradCAM` on the PyTorch network itself at the module whose output is the same tensor, "
         "both upsampled by pytorch-grad-cam's `scale_cam_image`: Pearson r per image. Tiers: the "
-        "predicted fit check's recommendation.\n\n" + table(rows, _rows_in_doc(text)) + "\n"
+        "predicted fit check's recommendation, with its cold start and p50 (verified: measured "
+        "in a cgroup at that tier; predicted: from the one-core measurement).\n\n"
+        + table(rows, _rows_in_doc(text))
+        + "\n"
     )
     if MARK in text:
         text = text[: text.index(MARK)] + body

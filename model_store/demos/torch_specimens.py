@@ -136,8 +136,8 @@ def _narrow_swin():  # noqa: ANN202
     from timm.models.swin_transformer import SwinTransformer
 
     return SwinTransformer(
-        img_size=64, patch_size=4, window_size=8, embed_dim=16, depths=(1, 1),
-        num_heads=(1, 2), num_classes=CLASSES,
+        img_size=64, patch_size=4, window_size=8, embed_dim=24, depths=(1, 1),
+        num_heads=(2, 4), num_classes=CLASSES,
     )  # fmt: skip
 
 
