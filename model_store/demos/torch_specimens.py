@@ -183,7 +183,12 @@ FAMILIES = {
     # Vision transformers: tokens, folded back into the patch grid for Grad-CAM.
     "vit_tiny_patch16_224": (_timm("vit_tiny_patch16_224"), 224),
     "deit_tiny_distilled_patch16_224": (_timm("deit_tiny_distilled_patch16_224"), 224),
-    "vit_little_patch16_reg4_gap_256": (_timm("vit_little_patch16_reg4_gap_256"), 256),
+    # Layer scale at a trained network's order, as for ConvNeXt: at 1e-5 every block is an
+    # identity and every normalisation's output alike (no module is told apart by its values).
+    "vit_little_patch16_reg4_gap_256": (
+        _timm("vit_little_patch16_reg4_gap_256", init_values=0.5),
+        256,
+    ),
     "swin_tiny_patch4_window7_224": (_timm("swin_tiny_patch4_window7_224"), 224),
     "hf_vit_tiny_patch16_224": (
         _huggingface_vit(
