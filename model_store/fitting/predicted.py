@@ -187,6 +187,11 @@ def check_function(
         if not meets(verify(nearest)):
             break
         recommended = by_key[(nearest.memory_mb, nearest.cpu)]
+    # Of the configurations run that met the targets, the cheapest as measured: the search
+    # went by predicted costs, and a run's own duration can reorder two close ones.
+    met = [o for o in by_key.values() if o.source == "verified" and meets(o)]
+    if met:
+        recommended = min(met, key=lambda o: o.cost_per_1000)
     whole = {
         "cold_start_s": profile.cold_start_s,
         "startup_cpu_s": profile.startup_cpu_s,
