@@ -39,7 +39,8 @@ def fold_tokens(
             if prefix:
                 back = tf.concat([tf.slice(flat, [0, 0], [prefix, c]), back], 0)
             joined = tf.reshape(back, tokens.shape.as_list(), name="tokens")
-    assert grid.op.name == GRID, grid.op.name
+    if grid.op.name != GRID:  # the graph had a scope of that name already
+        raise ValueError(f"{op}: the grid was named {grid.op.name!r}, not {GRID!r}")
     out = graph.as_graph_def()
     for node in out.node:
         if node.name.startswith(f"{SCOPE}/"):

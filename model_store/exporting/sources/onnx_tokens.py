@@ -127,13 +127,13 @@ def _fold_tokens(
             fits = [(side, side)]
         return Fold("tokens", prefix_tokens, *fits[0], c) if fits else None
     fits = sorted(
-        (n - h * w, h, w, ch != c)  # fewest prefix tokens; of equals, a grid of the same width
+        (n - h * w, ch != c, h, w)  # fewest prefix tokens; of equals, a grid of the same width
         for h, w, ch in grids
         if 0 <= n - h * w <= MAX_PREFIX and n - h * w < h * w
     )
     if not fits:
         return None
-    prefix, h, w, _ = fits[0]
+    prefix, _, h, w = fits[0]
     return Fold("tokens", prefix, h, w, c)
 
 
