@@ -8,6 +8,8 @@ served maps are pytorch-grad-cam's; layouts that do not fold are refused with wh
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import requests
@@ -24,6 +26,8 @@ import numerics
 from conftest import encode
 from dermcam import cam
 from dermcam.engine import LiteRTEngine
+from dermcam.rollout import ROLLOUTS, rollout_map
+from model_store.evaluation.evaluate import main as evaluate_main
 from model_store.exporting.cli import main as export_main
 
 # TensorFlow results: run again under other oneDNN code paths by make test-numerics
@@ -95,6 +99,61 @@ def test_gradcam_serves_a_transformer(exported, single_function):
     )  # fmt: skip
     assert answer.status_code == 200, answer.text
     assert len(answer.json()["heatmap"]["grid"]) == 4
+
+
+# --- attention rollout: the model's own attention, read out where its head reads ------------
+
+
+def test_the_served_rollouts_are_the_torch_models_own(exported):
+    """Both rollouts from the attention artifact against the same rollouts computed in torch
+    from the model's attention probabilities and their gradients (`demos.torch_rollout`):
+    measured r 1.000000 and |Δ| ≤ 1.2e-6 on all 16 fixture photographs; the bar is MIN_R."""
+    name, out = exported
+    reference = np.load(FIXTURES / f"{name}.npz")
+    manifest = LiteRTEngine(str(out)).manifest.raw
+    if "rollout" not in reference.files:  # Swin: windows, then merged stages
+        assert manifest["attention"] is None and "attention" not in manifest["artifacts"]
+        return
+    layout = manifest["attention"]
+    assert layout["prefix_tokens"] == int(reference["prefix_tokens"])
+    assert layout["grid"] == [int(d) for d in reference["grid"]]
+    assert len(layout["layers"]) == 2 and layout["heads"] == 2  # the fixtures' depth and heads
+    for figure, value in layout["parity"].items():
+        if figure.startswith("max_rel"):
+            numerics.at_most("attention.max_rel_diff", value)
+    lite = LiteRTEngine(str(out), ("attention",))
+    for image, k, *theirs in zip(
+        reference["images"], reference["classes"], reference["rollout"],
+        reference["gradient_rollout"], strict=True,
+    ):  # fmt: skip
+        answer = lite.attend(image[None].astype(np.float32), int(k))
+        for method, their in zip(ROLLOUTS, theirs, strict=True):
+            ours = rollout_map(method, answer, layout["prefix_tokens"], tuple(layout["grid"]))
+            r = np.corrcoef(ours.ravel(), their.ravel())[0, 1]
+            assert r >= MIN_R, (name, method, int(k), r)
+
+
+def test_evaluate_judges_the_rollouts_beside_grad_cam(exported, tmp_path, capsys):
+    name, out = exported
+    if name not in ("vit-narrow", "swin-narrow"):
+        pytest.skip("one transformer with rollouts and one without are enough")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, image in enumerate(np.load(FIXTURES / f"{name}.npz")["images"][:3]):
+        Image.fromarray(image).save(folder / f"photo{i}.png")
+    photos = ["--images", str(folder), "--out", str(tmp_path / "report"), "--fresh"]
+    methods = ["--methods", "gradcam," + ",".join(ROLLOUTS)]
+    code = evaluate_main([str(out), *photos, *methods])
+    if name == "swin-narrow":  # no global attention: asked for, refused, saying why
+        assert code == 2 and "attention artifact" in capsys.readouterr().err
+        return
+    assert code == 0
+    report = (tmp_path / "report" / "report.json").read_text()
+    summary = json.loads(report)["summary"]
+    assert set(summary["methods"]) == {"gradcam", *ROLLOUTS}
+    for figures in summary["methods"].values():
+        assert 0.0 <= figures["deletion"] <= 1.0 and 0.0 <= figures["insertion"] <= 1.0
+    assert "Gradient-weighted rollout" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_a_layer_after_the_last_attention_is_refused_with_the_one_to_use(tmp_path, capsys):

@@ -51,7 +51,7 @@ class EvaluateHandler(_Handler):
 
     def load_model(self) -> Any:
         from dermcam.engine import LiteRTEngine
-        from model_store.evaluation.per_image import Setup
+        from model_store.evaluation.per_image import Setup, artifacts_for
 
         folder = local_model(self.model_location)
         randomised = None
@@ -61,7 +61,8 @@ class EvaluateHandler(_Handler):
             copy = randomised_copy(folder, Path(tempfile.mkdtemp(prefix="randomised-")))
             randomised = LiteRTEngine(str(copy))
         methods = self.options["methods"]
-        return Setup(LiteRTEngine(str(folder)), methods, randomised, self.options["curves"])
+        engine = LiteRTEngine(str(folder), artifacts_for(methods))
+        return Setup(engine, methods, randomised, self.options["curves"])
 
     def run_inference(
         self, batch: Sequence[Item], model: Any, inference_args: dict | None = None

@@ -321,10 +321,17 @@ def reference_maps(model, name: str, size: int, path: Path) -> None:  # noqa: AN
         classes.append(int(k))
         maps.append(found)
     classes, maps = np.array(classes), np.stack(maps)
+    rollouts = {}
+    if name != "swin-narrow":  # windowed attention: no rollout over the image
+        from model_store.demos.torch_rollout import rollout_maps
+
+        per_image = [rollout_maps(model, x[i : i + 1], int(k), prefix, grid) for i, k in
+                     enumerate(classes)]  # fmt: skip
+        rollouts = {m: np.stack([r[m] for r in per_image]).astype(np.float32) for m in per_image[0]}
     np.savez_compressed(
         path, images=images, classes=classes, maps=maps.astype(np.float32),
         layer=np.array(layer), prefix_tokens=np.array(prefix), grid=np.array(grid),
-        photos=np.array(PHOTOS),
+        photos=np.array(PHOTOS), **rollouts,
     )  # fmt: skip
     print(f"  {path.name}: pytorch-grad-cam at {layer}, {prefix} prefix, grid {grid}")
 

@@ -35,11 +35,13 @@ from PIL import Image
 from dermcam import cam, imaging
 from dermcam.engine import LiteRTEngine
 from dermcam.errors import DermcamError
-from dermcam.manifest import MANIFEST, sha256_file
+from dermcam.manifest import MANIFEST, Manifest, read_manifest, sha256_file
+from dermcam.rollout import ROLLOUTS
 from model_store.evaluation.folder import Item, collect, field_mapping, skip_reason, skipped
 from model_store.evaluation.per_image import (
     Prepared,
     Setup,
+    artifacts_for,
     evaluate_one,
     load_mask,
     prepare,
@@ -162,7 +164,7 @@ def settings(args: argparse.Namespace, engine: LiteRTEngine, methods: list[str])
     manifest = engine.manifest
     return {
         "model": manifest.summary(),
-        "artifacts": {k: sha256_file(manifest.artifact_path(k)) for k in ("predict", "gradcam")},
+        "artifacts": {k: sha256_file(manifest.artifact_path(k)) for k in artifacts_for(methods)},
         "methods": methods,
         "sanity": args.sanity,
         "curves": not args.no_curves,
@@ -188,7 +190,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "(default: every field at the schema's default)",
     )
     parser.add_argument(
-        "--methods", default=",".join([*cam.METHODS, SCORECAM]), help="CAM methods to compare"
+        "--methods",
+        help="methods to compare (default: every CAM method, Score-CAM, and for a "
+        f"transformer exported with its attention {', '.join(ROLLOUTS)})",
     )
     parser.add_argument("--sanity", action="store_true", help="the randomisation check too")
     parser.add_argument(
@@ -220,12 +224,9 @@ class Job:
 
 def job_from(args: argparse.Namespace) -> Job:
     """The job, or ValueError saying what is wrong with what was asked."""
-    engine = LiteRTEngine(args.model_dir)
-    manifest = engine.manifest
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in cam.METHODS and m != SCORECAM]
-    if unknown:
-        raise ValueError(f"unknown methods: {unknown}; known: {[*cam.METHODS, SCORECAM]}")
+    manifest = read_manifest(args.model_dir)
+    methods = chosen_methods(args.methods, manifest)
+    engine = LiteRTEngine(args.model_dir, artifacts_for(methods))
     fields = field_mapping(args.fields)
     if fields and not manifest.metadata:
         raise ValueError("--fields: this model takes only the image")
@@ -234,6 +235,25 @@ def job_from(args: argparse.Namespace) -> Job:
     )
     out = Path(args.out or f"evaluation-{manifest.name}-{manifest.version}")
     return Job(args, engine, methods, fields, items, out)
+
+
+def chosen_methods(spec: str | None, manifest: Manifest) -> list[str]:
+    """The methods asked for (every one the model can be explained with by default); a
+    rollout only for a model exported with its attention (a transformer's)."""
+    rollouts = list(ROLLOUTS) if manifest.raw.get("attention") else []
+    known = [*cam.METHODS, SCORECAM, *rollouts]
+    if not spec:
+        return known
+    methods = [m.strip() for m in spec.split(",") if m.strip()]
+    if [m for m in methods if m in ROLLOUTS and not rollouts]:
+        raise ValueError(
+            f"{', '.join(ROLLOUTS)} need a transformer exported with its attention artifact "
+            "(global self-attention); this model has none"
+        )
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ValueError(f"unknown methods: {unknown}; known: {known}")
+    return methods
 
 
 def make_setup(job: Job) -> Setup:

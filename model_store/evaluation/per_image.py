@@ -19,6 +19,7 @@ from dermcam import cam, imaging
 from dermcam.engine import Explanation, LiteRTEngine, pooled
 from dermcam.inputs import image_input
 from dermcam.metadata import Encoded
+from dermcam.rollout import ROLLOUTS, rollout_map
 from model_store.evaluation import metrics
 from model_store.evaluation.folder import Item, read_bytes
 from model_store.evaluation.scoring import SCORECAM, BatchPredict, scorecam_map
@@ -39,6 +40,11 @@ class Setup:
 
     def __post_init__(self) -> None:
         self.predict = BatchPredict(self.engine)
+
+
+def artifacts_for(methods: list[str]) -> tuple[str, ...]:
+    """The artifacts an evaluation with `methods` loads: a rollout reads the attention one."""
+    return ("predict", "gradcam", *(("attention",) if set(methods) & set(ROLLOUTS) else ()))
 
 
 def seed_of(image_id: str) -> int:
@@ -165,7 +171,7 @@ def evaluate_one(
             figures["deletion"] = curves.deletion_auc
             figures["insertion"] = curves.insertion_auc
             clock.mark("curves")
-        if other is not None and method != SCORECAM:
+        if other is not None and method in cam.METHODS:
             mine = cam.class_map(other.activations, other.gradients, method)
             row["sanity"][method] = metrics.spearman(mine, grid)
             clock.mark("sanity")
@@ -182,6 +188,10 @@ def _map(
     setup: Setup,
     extras: dict,  # noqa: ANN001
 ) -> np.ndarray:
+    if method in ROLLOUTS:  # from the attention artifact, not the Grad-CAM graph's answer
+        layout = setup.engine.manifest.raw["attention"]
+        answer = setup.engine.attend(tensor, klass)
+        return rollout_map(method, answer, layout["prefix_tokens"], tuple(layout["grid"]))
     if method == SCORECAM:
         raw = scorecam_map(tensor, explanation.activations, klass, setup.predict, extras)
         return cam.normalise(np.maximum(raw, 0.0))

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dermcam import cam, render
+from dermcam.rollout import ROLLOUTS
 from model_store.evaluation.summary import LOCALISATION
 
 # (picture at working size, mask or None) of an image id, for the contact sheets
@@ -19,7 +20,8 @@ SHEET_ROWS = 6  # best and worst images per contact sheet
 
 
 def _name(method: str) -> str:
-    return cam.NAMES.get(method, "Score-CAM (top-64)" if method == "scorecam" else method)
+    names = {**cam.NAMES, **ROLLOUTS, "scorecam": "Score-CAM (top-64)"}
+    return names.get(method, method)
 
 
 def _fmt(value: Any) -> str:

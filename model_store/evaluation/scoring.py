@@ -31,6 +31,13 @@ class BatchPredict:
         outputs = self.interpreter._get_full_signature_list()["serving_default"]["outputs"]
         self.probabilities = outputs["probabilities"]
         self.size = 0
+        self.one_at_a_time = False
+
+    def _resize(self, n: int) -> None:
+        for detail in self.inputs.values():
+            self.interpreter.resize_tensor_input(detail["index"], [n, *detail["shape"][1:]])
+        self.interpreter.allocate_tensors()
+        self.size = n
 
     def __call__(
         self, images: np.ndarray, extras: dict[str, np.ndarray] | None = None
@@ -39,11 +46,18 @@ class BatchPredict:
         the ones given at construction)."""
         extras = self.extras if extras is None else extras
         n = len(images)
-        if n != self.size:
-            for detail in self.inputs.values():
-                self.interpreter.resize_tensor_input(detail["index"], [n, *detail["shape"][1:]])
-            self.interpreter.allocate_tensors()
-            self.size = n
+        if n != self.size and not self.one_at_a_time:
+            try:
+                self._resize(n)
+            except RuntimeError:  # a graph with batch 1 built in (onnx2tf's reshapes)
+                self.one_at_a_time = True
+                self._resize(1)
+        if self.one_at_a_time and n != 1:
+
+            def row(i: int) -> dict[str, np.ndarray]:  # its own extra inputs, or the shared row
+                return {k: v if len(v) == 1 else v[i : i + 1] for k, v in extras.items()}
+
+            return np.concatenate([self(images[i : i + 1], row(i)) for i in range(n)])
         for name, detail in self.inputs.items():
             given = extras.get(name) if name != "image" else images
             # one row of extra inputs for every image, or a row per image

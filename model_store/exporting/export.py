@@ -25,6 +25,7 @@ from dermcam.keras_engine import (
 from dermcam.keras_loading import LoadedModel
 from dermcam.manifest import MANIFEST, sha256_file
 from dermcam.metadata import Schema
+from model_store.exporting import attention as attention_artifact
 from model_store.exporting import parity as parity_check
 from model_store.exporting.errors import ExportError
 from model_store.exporting.graph.convert import (
@@ -177,9 +178,12 @@ def export(
         log(f"resize: {resize}: {image_resize.RESIZES[resize]}")
         (staging / "gradcam.tflite").write_bytes(gradcam_bytes)
         (staging / "predict.tflite").write_bytes(to_tflite(predict_fn, variables, quantization))
+        attention_fn, attention = attention_artifact.write_artifact(
+            subject, staging / "attention.tflite", preprocessing, score, quantization, log
+        )
 
         artifacts = {}
-        for kind in ("predict", "gradcam"):
+        for kind in ("predict", "gradcam", "attention")[: 3 if attention else 2]:
             file = staging / f"{kind}.tflite"
             ops = check_flatbuffer(file, weight_bytes, quantization)
             artifacts[kind] = {
@@ -230,6 +234,7 @@ def export(
             "target_layer": chosen_name,
             "activations_shape": subject.shape(chosen),
             "target_fold": subject.fold(chosen),
+            "attention": attention,
             "score": score,
             "quantization": quantization,
             "artifacts": artifacts,
@@ -262,6 +267,16 @@ def export(
                     f"(max |dp| <= {max_prob_diff or parity_check.MAX_PROB_DIFF:g}, top-1 100 %): "
                     f"{original}. Nothing was written."
                 )
+        if attention:
+            attention["parity"] = attention_artifact.parity(
+                attention_fn, LiteRTEngine(str(staging), ("attention",))
+            )
+            log("attention vs TensorFlow: " + str(attention["parity"]))
+            if not attention_artifact.passes(attention["parity"]):  # the rollout, not the export
+                log("attention rollout: not served (its artifact disagrees with TensorFlow)")
+                del manifest["artifacts"]["attention"]
+                manifest["attention"] = None
+                (staging / "attention.tflite").unlink()
         _write_manifest(staging, manifest)
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -40,6 +40,16 @@ class Explanation:
     gradients: np.ndarray  # [h, w, k]: d score[target] / d activations
 
 
+@dataclass(frozen=True)
+class Attention:
+    """A transformer's attention, for rollout (`dermcam.rollout`); L layers of N tokens."""
+
+    probabilities: np.ndarray  # [classes]
+    attention: np.ndarray  # [L, N, N]: each layer's attention, mean over heads
+    relevance: np.ndarray  # [L, N, N]: mean over heads of relu(d score / dA ⊙ A)
+    readout: np.ndarray  # [N]: |d score / d tokens| of the last token layer
+
+
 Extras = Mapping[str, np.ndarray] | None  # the model's inputs besides the image, by name
 
 
@@ -124,6 +134,16 @@ class LiteRTEngine:
         hot = one_hot(target, len(self.manifest.labels))
         out = self._run("gradcam", image=tensor, target=hot, **extra)
         return Explanation(out["probabilities"][0], out["activations"][0], out["gradients"][0])
+
+    def attend(self, tensor: np.ndarray, target: int) -> Attention:
+        """The attention artifact's answer for class `target` (a transformer's export)."""
+        if "attention" not in self._runners:
+            raise ModelUnavailable("This instance loaded no attention artifact.")
+        hot = one_hot(target, len(self.manifest.labels))
+        out = self._run("attention", image=tensor, target=hot)
+        return Attention(
+            out["probabilities"][0], out["attention"][0], out["relevance"][0], out["readout"][0]
+        )
 
 
 def load_engine(
