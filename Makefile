@@ -7,7 +7,7 @@ STAMP := $(VENV)/.deps-stamp
 REQUIREMENTS := requirements-dev.txt requirements-onnx2tf.txt functions/predict/requirements.txt functions/gradcam/requirements.txt
 
 .PHONY: venv runtime beam torch test test-numerics fixtures scope-benchmark lint run demo demo-metadata bench soak zoo \
-	zoo-onnx deploy-local fitcheck browser deploy clean
+	zoo-onnx rollout deploy-local fitcheck browser deploy clean
 
 venv: $(STAMP)
 
@@ -71,6 +71,11 @@ zoo: venv runtime
 # docs/MODELS.md (an hour or so; reruns skip what bench/out/zoo_onnx.json holds).
 zoo-onnx: venv runtime torch
 	$(PY) -m bench.zoo_onnx $(ARGS)
+
+# Attention rollout and gradient-weighted rollout beside Grad-CAM on small ViTs trained on
+# isic-uda1 (deletion, insertion, sanity, served cost); docs/EXPLANATIONS.md (~15 minutes).
+rollout: venv runtime torch
+	$(PY) -m bench.rollout $(ARGS)
 
 # make fitcheck MODEL=model_store/models/mymodel/1 (or MODEL=ham10000, MODEL=demo-metadata)
 fitcheck: venv runtime

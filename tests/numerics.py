@@ -53,9 +53,12 @@ LIMITS = {
     # to the largest gradient; in TensorFlow, and converted to LiteRT
     "gradients.builtin_vs_tf": Limit(1e-5, "max", "relative to max |gradient|"),
     "gradients.litert_vs_tf": Limit(1e-5, "max", "relative to max |gradient|"),
-    # the attention artifact vs its TensorFlow function (model_store/exporting/attention.py),
-    # relative to the largest value: measured <= 9.7e-7 on the fixtures (2026-12-07, default)
-    "attention.max_rel_diff": Limit(1e-4, "max", "the export's own gate, relative"),
+    # the attention artifact's gate (model_store/exporting/attention.py): head-mean attention
+    # vs onnxruntime on the file (measured <= 1.6e-7 on the fixtures, 8e-7 on a trained
+    # 6-block ViT), rollout maps vs TensorFlow (1.0 on the fixtures; 0.997 on the trained
+    # ViT with oneDNN on an AVX-512 machine, 2026-12-07)
+    "attention.vs_original": Limit(1e-4, "max", "export gate: LiteRT vs onnxruntime, 0-1"),
+    "attention.rollout_pearson": Limit(0.99, "min", "export gate: rollout maps vs TF"),
     # onnxruntime (the original) vs LiteRT (the export)
     "onnx.probabilities": Limit(1e-4, "max", "converted graph vs the original file"),
     "onnx.tiny_probabilities": Limit(1e-5, "max", "the same, one-layer graphs"),

@@ -59,7 +59,7 @@ class EvaluateHandler(_Handler):
             from model_store.evaluation.sanity import randomised_copy
 
             copy = randomised_copy(folder, Path(tempfile.mkdtemp(prefix="randomised-")))
-            randomised = LiteRTEngine(str(copy))
+            randomised = LiteRTEngine(str(copy), artifacts_for(self.options["methods"]))
         methods = self.options["methods"]
         engine = LiteRTEngine(str(folder), artifacts_for(methods))
         return Setup(engine, methods, randomised, self.options["curves"])

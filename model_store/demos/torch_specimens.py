@@ -8,7 +8,8 @@ field's reference. Runs in `.venv-torch` (torch, torchvision, timm, grad-cam; no
 
 `fixtures`: narrow versions of the families (a few MB in all), committed, so that `make test`
 exports and serves PyTorch models without torch; beside each transformer, pytorch-grad-cam's
-maps of four isic-uda1 photographs (`.npz`). `family`: one full-size family for
+maps of four isic-uda1 photographs (`.npz`), and both attention rollouts computed in torch
+(`torch_rollout`; not for Swin, whose attention is windowed). `family`: one full-size family for
 `make zoo-onnx` (its weights kept beside, so the reference runs the very same network).
 `reference`: pytorch-grad-cam's GradCAM on that network for the images and classes of a job
 file, at the module whose output is the target tensor dermcam chose (found by its values).

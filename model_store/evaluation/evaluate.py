@@ -262,7 +262,7 @@ def make_setup(job: Job) -> Setup:
         from model_store.evaluation.sanity import randomised_copy
 
         copy = randomised_copy(job.args.model_dir, job.out / "randomised-model")
-        randomised = LiteRTEngine(str(copy))
+        randomised = LiteRTEngine(str(copy), artifacts_for(job.methods))
     return Setup(job.engine, job.methods, randomised, curves=not job.args.no_curves)
 
 

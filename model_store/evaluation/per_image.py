@@ -175,6 +175,10 @@ def evaluate_one(
             mine = cam.class_map(other.activations, other.gradients, method)
             row["sanity"][method] = metrics.spearman(mine, grid)
             clock.mark("sanity")
+        elif setup.randomised is not None and method in ROLLOUTS:
+            mine = _rollout(setup.randomised, method, tensor, target)
+            row["sanity"][method] = metrics.spearman(mine, grid)
+            clock.mark("sanity")
         row["methods"][method] = figures
     row["seconds"] = clock.seconds
     return row
@@ -189,13 +193,17 @@ def _map(
     extras: dict,  # noqa: ANN001
 ) -> np.ndarray:
     if method in ROLLOUTS:  # from the attention artifact, not the Grad-CAM graph's answer
-        layout = setup.engine.manifest.raw["attention"]
-        answer = setup.engine.attend(tensor, klass)
-        return rollout_map(method, answer, layout["prefix_tokens"], tuple(layout["grid"]))
+        return _rollout(setup.engine, method, tensor, klass)
     if method == SCORECAM:
         raw = scorecam_map(tensor, explanation.activations, klass, setup.predict, extras)
         return cam.normalise(np.maximum(raw, 0.0))
     return cam.class_map(explanation.activations, explanation.gradients, method)
+
+
+def _rollout(engine: LiteRTEngine, method: str, tensor: np.ndarray, klass: int) -> np.ndarray:
+    layout = engine.manifest.raw["attention"]
+    answer = engine.attend(tensor, klass)
+    return rollout_map(method, answer, layout["prefix_tokens"], tuple(layout["grid"]))
 
 
 def load_mask(path: Path | str, size: tuple[int, int]) -> np.ndarray:

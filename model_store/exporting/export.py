@@ -178,9 +178,10 @@ def export(
         log(f"resize: {resize}: {image_resize.RESIZES[resize]}")
         (staging / "gradcam.tflite").write_bytes(gradcam_bytes)
         (staging / "predict.tflite").write_bytes(to_tflite(predict_fn, variables, quantization))
-        attention_fn, attention = attention_artifact.write_artifact(
+        written = attention_artifact.write_artifact(
             subject, staging / "attention.tflite", preprocessing, score, quantization, log
         )
+        attention = written[1].describe() if written else None
 
         artifacts = {}
         for kind in ("predict", "gradcam", "attention")[: 3 if attention else 2]:
@@ -269,11 +270,13 @@ def export(
                 )
         if attention:
             attention["parity"] = attention_artifact.parity(
-                attention_fn, LiteRTEngine(str(staging), ("attention",))
+                *written, LiteRTEngine(str(staging), ("attention",)), subject, preprocessing
             )
-            log("attention vs TensorFlow: " + str(attention["parity"]))
+            log(
+                "attention parity: " + ", ".join(f"{k}={v}" for k, v in attention["parity"].items())
+            )
             if not attention_artifact.passes(attention["parity"]):  # the rollout, not the export
-                log("attention rollout: not served (its artifact disagrees with TensorFlow)")
+                log("attention rollout: not served (its artifact disagrees with its sources)")
                 del manifest["artifacts"]["attention"]
                 manifest["attention"] = None
                 (staging / "attention.tflite").unlink()
