@@ -39,6 +39,17 @@ MIN_INSTANCES=0
 CONCURRENCY=1
 DRY_RUN=0
 ENABLE_APIS=0
+# Abuse bounds of a public deployment (docs/RELIABILITY.md, "Public deployments").
+MONTHLY_BUDGET=""
+RATE_LIMIT=""        # requests a minute per client address, per function and instance
+APPCHECK=""          # the Firebase project NUMBER whose App Check tokens the functions require
+# Worst-case prices (USD; Cloud Run request-based billing, Tier 1 regions, no free tier),
+# from cloud.google.com/run/pricing and /storage/pricing, 2026-12-07. Billing rounds each
+# request up to 100 ms, so an instance bills at most 10 requests a second per concurrent slot.
+PRICE_VCPU_S=0.000024
+PRICE_GIB_S=0.0000025
+PRICE_REQUEST=0.0000004
+PRICE_OBJECT_WRITE=0.000005  # Class A operation: gradcam stores one heatmap per request
 BUILD_DIR="${DERMCAM_BUILD_DIR:-$ROOT/build}"
 RUNTIME="python312"
 APIS=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
@@ -66,6 +77,11 @@ Usage: ./deploy.sh --project PROJECT [options]
   --min-instances N      keep N instances warm instead of (or besides) warmup pings [$MIN_INSTANCES]
   --max-instances N      [$MAX_INSTANCES]
   --concurrency N        requests per instance; >1 needs a whole vCPU [$CONCURRENCY]
+  --monthly-budget USD   set --max-instances from a monthly budget and print the worst
+                         case per hour it allows (every instance busy all the time)
+  --rate-limit N         requests a minute per client address, per function and instance
+                         [public: 30; private: none]
+  --appcheck NUMBER      require Firebase App Check tokens of this project number
   --heatmap-days N       delete heatmaps after N days [$HEATMAP_DAYS]
   --url-ttl SECONDS      lifetime of signed heatmap URLs [$URL_TTL]
   --enable-apis          enable missing Google APIs instead of stopping
@@ -137,9 +153,12 @@ while [[ $# -gt 0 ]]; do
     --private) ACCESS="private"; shift ;;
     --schedule) SCHEDULE="$2"; shift 2 ;;
     --min-instances) MIN_INSTANCES="$2"; shift 2 ;;
-    --max-instances) MAX_INSTANCES="$2"; shift 2 ;;
+    --max-instances) MAX_INSTANCES="$2"; GIVEN+=" max-instances"; shift 2 ;;
     --concurrency) CONCURRENCY="$2"; shift 2 ;;
     --heatmap-days) HEATMAP_DAYS="$2"; shift 2 ;;
+    --monthly-budget) MONTHLY_BUDGET="$2"; shift 2 ;;
+    --rate-limit) RATE_LIMIT="$2"; shift 2 ;;
+    --appcheck) APPCHECK="$2"; shift 2 ;;
     --url-ttl) URL_TTL="$2"; shift 2 ;;
     --enable-apis) ENABLE_APIS=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
@@ -179,6 +198,49 @@ for cpu in "$PREDICT_CPU" "$GRADCAM_CPU"; do
   fi
 done
 [[ "$HEATMAP_DAYS" =~ ^[0-9]+$ && "$HEATMAP_DAYS" -ge 1 ]] || die "--heatmap-days must be >= 1"
+[[ "$MAX_INSTANCES" =~ ^[1-9][0-9]*$ ]] || die "--max-instances must be >= 1"
+[[ -z "$APPCHECK" || "$APPCHECK" =~ ^[0-9]+$ ]] ||
+  die "--appcheck takes the Firebase project NUMBER (digits), not its id"
+if [[ -z "$RATE_LIMIT" ]]; then
+  if [[ "$ACCESS" == public ]]; then RATE_LIMIT=30; else RATE_LIMIT=0; fi
+fi
+[[ "$RATE_LIMIT" =~ ^[0-9]+$ ]] || die "--rate-limit must be a whole number (0: none)"
+
+# instance_hour MEMORY CPU WRITES: the most one busy instance can cost an hour (USD).
+instance_hour() {
+  local gib
+  case "$1" in 128Mi) gib=0.125 ;; 256Mi) gib=0.25 ;; *) gib=0.5 ;; esac
+  awk -v cpu="$2" -v gib="$gib" -v writes="$3" -v slots="$CONCURRENCY" \
+    -v pc="$PRICE_VCPU_S" -v pm="$PRICE_GIB_S" -v pr="$PRICE_REQUEST" -v pw="$PRICE_OBJECT_WRITE" \
+    'BEGIN { printf "%.4f", 3600 * (cpu * pc + gib * pm) + 36000 * slots * (pr + writes * pw) }'
+}
+
+# The spending bound: max-instances from --monthly-budget (unless given), and the worst case.
+spending_bound() {
+  local predict gradcam pair hourly
+  predict="$(instance_hour "$PREDICT_MEMORY" "$PREDICT_CPU" 0)"
+  gradcam="$(instance_hour "$GRADCAM_MEMORY" "$GRADCAM_CPU" 1)"
+  pair="$(awk -v a="$predict" -v b="$gradcam" 'BEGIN { printf "%.4f", a + b }')"
+  if [[ -n "$MONTHLY_BUDGET" ]]; then
+    [[ "$MONTHLY_BUDGET" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--monthly-budget is in USD: e.g. 50"
+    local allowed
+    allowed="$(awk -v b="$MONTHLY_BUDGET" -v p="$pair" 'BEGIN { printf "%d", b / (730 * p) }')"
+    (( allowed >= 1 )) || die "a budget of \$$MONTHLY_BUDGET a month cannot keep one busy instance of each function (\$$pair an hour, \$$(awk -v p="$pair" 'BEGIN { printf "%.0f", 730 * p }') a month): raise it, or lower the tiers"
+    if [[ "$GIVEN" == *max-instances* ]]; then
+      (( MAX_INSTANCES <= allowed )) ||
+        echo "warning: --max-instances $MAX_INSTANCES is past what \$$MONTHLY_BUDGET a month allows ($allowed)"
+    else
+      MAX_INSTANCES="$allowed"
+    fi
+  fi
+  hourly="$(awk -v p="$pair" -v n="$MAX_INSTANCES" 'BEGIN { printf "%.2f", p * n }')"
+  echo "spending bound: at most $MAX_INSTANCES instances of each function; worst case \$$hourly an hour" \
+    "(predict \$$predict, gradcam \$$gradcam per busy instance-hour, heatmap writes included)"
+  if (( RATE_LIMIT > 0 )); then
+    echo "rate limit: $RATE_LIMIT requests a minute per client address and instance:" \
+      "one client gets at most $(( RATE_LIMIT * MAX_INSTANCES )) a minute from each function"
+  fi
+}
 
 PREDICT_SA="dermcam-predict@$PROJECT.iam.gserviceaccount.com"
 GRADCAM_SA="dermcam-gradcam@$PROJECT.iam.gserviceaccount.com"
@@ -348,6 +410,7 @@ publish_page() {
 
 main() {
   if [[ "$DRY_RUN" == 1 ]]; then echo "dry run: nothing below is executed"; else preflight; fi
+  spending_bound
   stage predict predict
   stage gradcam gradcam
   ensure_bucket
@@ -355,6 +418,8 @@ main() {
   # The staged model sits beside the package (build/<name>/model): the default model dir.
   # THREADS: gunicorn threads of functions-framework, one per concurrent request allowed.
   local common="DERMCAM_ALLOWED_ORIGINS=$ORIGIN##DERMCAM_NUM_THREADS=1##THREADS=$CONCURRENCY"
+  common+="##DERMCAM_RATE_LIMIT_PER_MINUTE=$RATE_LIMIT"
+  [[ -z "$APPCHECK" ]] || common+="##DERMCAM_APPCHECK_PROJECT_NUMBER=$APPCHECK"
   deploy_function predict "$PREDICT_MEMORY" "$PREDICT_CPU" "$PREDICT_SA" "$common"
   deploy_function gradcam "$GRADCAM_MEMORY" "$GRADCAM_CPU" "$GRADCAM_SA" \
     "$common##DERMCAM_BUCKET=$BUCKET##DERMCAM_SIGNED_URL_TTL=$URL_TTL"

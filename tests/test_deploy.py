@@ -195,3 +195,41 @@ def test_the_trust_blocks_reference_travels_with_the_manifest(deploy, scoped_dem
     assert done.returncode == 0, done.stderr
     for name in ("predict", "gradcam"):
         assert (deploy.build / name / "model" / "scope_reference.npy").is_file()
+
+
+def test_a_monthly_budget_sets_max_instances_and_prints_the_worst_case(deploy):
+    """The demo's tiers (predict 128Mi / 0.333 vCPU, gradcam 256Mi / 0.333): $0.0443 and
+    $0.2254 per busy instance-hour (10 requests a second, one heatmap write each), so $1000
+    a month keeps 5 of each busy all month."""
+    done, calls = deploy("--monthly-budget", "1000", "--appcheck", "123456789012")
+    assert done.returncode == 0, done.stderr
+    assert "at most 5 instances of each function; worst case $1.35 an hour" in done.stdout
+    assert "one client gets at most 150 a minute from each function" in done.stdout
+    for call in find(calls, "functions", "deploy"):
+        assert flag(call, "--max-instances") == "5"
+        env = flag(call, "--set-env-vars")
+        assert "DERMCAM_RATE_LIMIT_PER_MINUTE=30" in env  # public: limited by default
+        assert "DERMCAM_APPCHECK_PROJECT_NUMBER=123456789012" in env
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--monthly-budget", "5"), "cannot keep one busy instance of each function"),
+        (("--monthly-budget", "lots"), "in USD"),
+        (("--appcheck", "my-project"), "project NUMBER"),
+        (("--rate-limit", "-1"), "whole number"),
+        (("--max-instances", "0"), ">= 1"),
+    ],
+)
+def test_abuse_bounds_refuse_what_cannot_hold(deploy, args, message):
+    done, calls = deploy(*args)
+    assert done.returncode != 0 and message in done.stderr
+    assert not find(calls, "functions", "deploy")
+
+
+def test_private_functions_have_no_rate_limit_unless_asked(deploy):
+    done, calls = deploy("--private")
+    assert done.returncode == 0, done.stderr
+    for call in find(calls, "functions", "deploy"):
+        assert "DERMCAM_RATE_LIMIT_PER_MINUTE=0" in flag(call, "--set-env-vars")

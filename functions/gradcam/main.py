@@ -13,9 +13,11 @@ import functions_framework
 from dermcam import http, service
 from dermcam.cache import ModelCache
 from dermcam.config import load_settings
+from dermcam.gate import Gate
 from dermcam.storage import HeatmapStore
 
 SETTINGS = load_settings()
+GATE = Gate(SETTINGS)
 STORE = HeatmapStore(SETTINGS)
 MODEL = ModelCache(SETTINGS, artifacts=("gradcam",), warm_also=(STORE.prepare,))
 
@@ -29,4 +31,5 @@ def gradcam(request: flask.Request) -> flask.Response:
         "gradcam",
         lambda req: service.gradcam(MODEL, STORE, req, SETTINGS),
         MODEL,
+        GATE,
     )

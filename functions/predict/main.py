@@ -13,8 +13,10 @@ import functions_framework
 from dermcam import http, service
 from dermcam.cache import ModelCache
 from dermcam.config import load_settings
+from dermcam.gate import Gate
 
 SETTINGS = load_settings()
+GATE = Gate(SETTINGS)
 MODEL = ModelCache(SETTINGS, artifacts=("predict",))
 
 
@@ -27,4 +29,5 @@ def predict(request: flask.Request) -> flask.Response:
         "predict",
         lambda req: service.predict(MODEL, req, SETTINGS),
         MODEL,
+        GATE,
     )

@@ -36,6 +36,13 @@ class Settings:
     # (would_abstain) but answered: for load tests such as the fit check, whose photographs
     # are not the model's, and for comparing served answers over a whole archive.
     scope: str = "enforce"
+    # Abuse bounds of a public deployment (deploy.sh --public sets them; off by default, so
+    # make run, the fit check and the benches send what they like).
+    # App Check: on when the Firebase project NUMBER is set; keys from App Check's JWKS.
+    appcheck_project_number: str = ""
+    appcheck_jwks_url: str = "https://firebaseappcheck.googleapis.com/v1/jwks"
+    # Requests a minute per client address and function, per instance (0: no limit).
+    rate_limit_per_minute: int = 0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -63,6 +70,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     scope = env.get("DERMCAM_SCOPE", defaults.scope).strip().lower()
     if scope not in ("enforce", "measure"):
         raise ValueError(f"DERMCAM_SCOPE must be 'enforce' or 'measure', got {scope!r}")
+    number = env.get("DERMCAM_APPCHECK_PROJECT_NUMBER", "").strip()
+    if number and not number.isdigit():
+        raise ValueError(
+            f"DERMCAM_APPCHECK_PROJECT_NUMBER must be the project number (digits), got {number!r}"
+        )
     return Settings(
         model_dir=env.get("DERMCAM_MODEL_DIR") or defaults.model_dir,
         bucket=env.get("DERMCAM_BUCKET") or defaults.bucket,
@@ -73,6 +85,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         num_threads=max(1, _number(env, "DERMCAM_NUM_THREADS", defaults.num_threads)),
         engine=engine,
         scope=scope,
+        appcheck_project_number=env.get("DERMCAM_APPCHECK_PROJECT_NUMBER", "").strip(),
+        appcheck_jwks_url=env.get("DERMCAM_APPCHECK_JWKS_URL") or defaults.appcheck_jwks_url,
+        rate_limit_per_minute=max(
+            0, _number(env, "DERMCAM_RATE_LIMIT_PER_MINUTE", defaults.rate_limit_per_minute)
+        ),
         storage_emulator_host=env.get("STORAGE_EMULATOR_HOST") or None,
         storage_timeout_s=_number(
             env, "DERMCAM_STORAGE_TIMEOUT_S", defaults.storage_timeout_s, float

@@ -25,6 +25,27 @@ class BadRequest(DermcamError):
     code = "bad_request"
 
 
+class Unauthenticated(DermcamError):
+    """No valid App Check token (`appcheck`): refused before any model work."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+class RateLimited(DermcamError):
+    """Past this client's requests per minute (`ratelimit`); `retry_after` in seconds."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def body(self) -> dict:
+        return {"error": {**super().body()["error"], "retry_after_s": self.retry_after}}
+
+
 class MethodNotAllowed(DermcamError):
     status = 405
     code = "method_not_allowed"

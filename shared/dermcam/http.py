@@ -25,8 +25,10 @@ from dermcam.errors import (
     DermcamError,
     MethodNotAllowed,
     PayloadTooLarge,
+    RateLimited,
     UnsupportedMediaType,
 )
+from dermcam.gate import Gate
 
 RAW_TYPES = ("image/jpeg", "image/png", "image/webp")
 CORS_MAX_AGE = "3600"
@@ -142,9 +144,11 @@ def serve(
     function: str,
     handle: Callable[[ImageRequest], dict[str, Any]],
     model: Model,
+    gate: Gate | None = None,
 ) -> flask.Response:
     """Run one request through `handle` (POST), `model.warmup` (GET ?warmup=1) or
-    `model.describe` (GET ?model=1) and answer JSON."""
+    `model.describe` (GET ?model=1) and answer JSON, once it has passed `gate` (the rate
+    limit and App Check, when the settings turn them on)."""
     started = time.perf_counter()
     cors = cors_headers(request, settings)
     fields: dict[str, Any] = {}
@@ -154,14 +158,17 @@ def serve(
             cors.update(
                 {
                     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                    "Access-Control-Allow-Headers": "Content-Type",
+                    "Access-Control-Allow-Headers": "Content-Type, X-Firebase-AppCheck",
                     "Access-Control-Max-Age": CORS_MAX_AGE,
                 }
             )
         response = flask.Response(status=204, headers=cors)
         _log(function, request, 204, started, fields, model.loaded_version())
         return response
+    retry_after = None
     try:
+        if gate is not None:
+            fields.update(gate.check(request))
         if request.method == "GET" and request.args.get("warmup") in ("1", "true"):
             body, status = model.warmup(), 200
         elif request.method == "GET" and request.args.get("model") in ("1", "true"):
@@ -183,6 +190,8 @@ def serve(
         # limit, a 500. The connection is closed instead of kept alive.
         request._cached_data = b""
         fields["error"] = exc.code
+        if isinstance(exc, RateLimited):
+            retry_after = exc.retry_after
     except Exception as exc:  # noqa: BLE001 - answer JSON, log the type, never the trace
         telemetry.log(
             "ERROR",
@@ -196,6 +205,8 @@ def serve(
     headers = dict(cors)
     if status == 405:
         headers["Allow"] = "GET, POST, OPTIONS"
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     _log(function, request, status, started, fields, model.loaded_version())
     response = _json(body, status, headers)
     for work in later:  # the WSGI server closes the response once it is sent
