@@ -108,6 +108,7 @@ def export(
 ) -> dict:
     """Export `model` (a Keras model, or a loaded subject) into `out_dir`; returns the
     manifest. Raises ExportError."""
+    parity_check.unfused_reference()
     if score not in SCORES:
         raise ExportError(f"score must be one of {SCORES}")
     if preprocessing not in PREPROCESSING:

@@ -91,6 +91,18 @@ def images_needed(schema: Schema | None, count: int) -> int:
     return max([count, *widths])
 
 
+def unfused_reference() -> None:
+    """TensorFlow's reference graphs without Grappler's remapper. Its oneDNN fusions round
+    otherwise: on a trained 6-block ViT (bench/rollout.py) they put TensorFlow's
+    probabilities 4.6e-3 away from onnxruntime's on the file, LiteRT's and TensorFlow's own
+    unfused ones (which agree to 1.2e-7), with oneDNN on at any ISA (AVX-512 or capped to
+    AVX2) and not with TF_ENABLE_ONEDNN_OPTS=0: the gate would refuse an artifact for the
+    reference's error. Process-wide; the exporter's process runs no other TensorFlow."""
+    import tensorflow as tf
+
+    tf.config.optimizer.set_experimental_options({"remapping": False})
+
+
 def measure(
     reference: Reference,
     engine: Engine,
