@@ -132,7 +132,7 @@ fixtures: venv
 # make run MODEL=ham10000 (a real HAM10000 network, fetched by hash and exported once),
 # MODEL=demo-metadata, MODEL=path/to/model/dir; the demo by default.
 run: venv
-	$(PY) -m devstack.stack $(if $(MODEL),--model $(MODEL))
+	$(PY) -m devstack.stack $(if $(MODEL),--model $(MODEL)) $(if $(APPCHECK),--appcheck)
 
 # deploy.sh, unchanged, with the real gcloud against a local cloud (devstack/localcloud.py):
 # functions built from their own requirements, the page, warmup jobs firing. A rerun updates.

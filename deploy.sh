@@ -43,6 +43,9 @@ ENABLE_APIS=0
 MONTHLY_BUDGET=""
 RATE_LIMIT=""        # requests a minute per client address, per function and instance
 APPCHECK=""          # the Firebase project NUMBER whose App Check tokens the functions require
+APPCHECK_SITE_KEY="" # the page's reCAPTCHA Enterprise site key, registered with App Check
+FIREBASE_APP_ID=""   # the page's Firebase web app (1:NUMBER:web:...)
+FIREBASE_API_KEY=""  # its browser API key (public by design: it only names the project)
 # Worst-case prices (USD; Cloud Run request-based billing, Tier 1 regions, no free tier),
 # from cloud.google.com/run/pricing and /storage/pricing, 2026-12-07. Billing rounds each
 # request up to 100 ms, so an instance bills at most 10 requests a second per concurrent slot.
@@ -81,7 +84,11 @@ Usage: ./deploy.sh --project PROJECT [options]
                          case per hour it allows (every instance busy all the time)
   --rate-limit N         requests a minute per client address, per function and instance
                          [public: 30; private: none]
-  --appcheck NUMBER      require Firebase App Check tokens of this project number
+  --appcheck NUMBER      require Firebase App Check tokens of this project number; the page
+                         then needs the three below to obtain them
+  --appcheck-site-key K  the page's reCAPTCHA Enterprise site key
+  --firebase-app-id ID   the page's Firebase web app id
+  --firebase-api-key K   the web app's API key
   --heatmap-days N       delete heatmaps after N days [$HEATMAP_DAYS]
   --url-ttl SECONDS      lifetime of signed heatmap URLs [$URL_TTL]
   --enable-apis          enable missing Google APIs instead of stopping
@@ -159,6 +166,9 @@ while [[ $# -gt 0 ]]; do
     --monthly-budget) MONTHLY_BUDGET="$2"; shift 2 ;;
     --rate-limit) RATE_LIMIT="$2"; shift 2 ;;
     --appcheck) APPCHECK="$2"; shift 2 ;;
+    --appcheck-site-key) APPCHECK_SITE_KEY="$2"; shift 2 ;;
+    --firebase-app-id) FIREBASE_APP_ID="$2"; shift 2 ;;
+    --firebase-api-key) FIREBASE_API_KEY="$2"; shift 2 ;;
     --url-ttl) URL_TTL="$2"; shift 2 ;;
     --enable-apis) ENABLE_APIS=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
@@ -201,6 +211,10 @@ done
 [[ "$MAX_INSTANCES" =~ ^[1-9][0-9]*$ ]] || die "--max-instances must be >= 1"
 [[ -z "$APPCHECK" || "$APPCHECK" =~ ^[0-9]+$ ]] ||
   die "--appcheck takes the Firebase project NUMBER (digits), not its id"
+if [[ -n "$APPCHECK" && "$ACCESS" == public ]]; then
+  [[ -n "$APPCHECK_SITE_KEY" && -n "$FIREBASE_APP_ID" && -n "$FIREBASE_API_KEY" ]] ||
+    die "--appcheck: the page needs --appcheck-site-key, --firebase-app-id and --firebase-api-key to obtain tokens"
+fi
 if [[ -z "$RATE_LIMIT" ]]; then
   if [[ "$ACCESS" == public ]]; then RATE_LIMIT=30; else RATE_LIMIT=0; fi
 fi
@@ -376,6 +390,15 @@ schedule_warmup() {
     --attempt-deadline 60s "${auth[@]}"
 }
 
+# The page's config.js: the function URLs, and where it obtains App Check tokens.
+page_config() {
+  local appcheck=""
+  if [[ -n "$APPCHECK" ]]; then
+    appcheck=", \"appCheck\": {\"projectNumber\": \"$APPCHECK\", \"appId\": \"$FIREBASE_APP_ID\", \"apiKey\": \"$FIREBASE_API_KEY\", \"siteKey\": \"$APPCHECK_SITE_KEY\"}"
+  fi
+  printf 'window.DERMCAM_CONFIG = {"predictUrl": "%s", "gradcamUrl": "%s"%s};\n' "$1" "$2" "$appcheck"
+}
+
 publish_page() {
   local predict_url="$1" gradcam_url="$2" tmp
   if [[ "$ACCESS" == private ]]; then
@@ -386,14 +409,12 @@ publish_page() {
   fi
   if [[ "$PAGE_BUCKET" == none ]]; then
     echo "page: serve frontend/ from any static host with this config.js:"
-    printf 'window.DERMCAM_CONFIG = {"predictUrl": "%s", "gradcamUrl": "%s"};\n' \
-      "$predict_url" "$gradcam_url"
+    page_config "$predict_url" "$gradcam_url"
     return
   fi
   tmp="$(mktemp -d)"
   cp -r "$ROOT/frontend/." "$tmp/"
-  printf 'window.DERMCAM_CONFIG = {"predictUrl": "%s", "gradcamUrl": "%s"};\n' \
-    "$predict_url" "$gradcam_url" >"$tmp/config.js"
+  page_config "$predict_url" "$gradcam_url" >"$tmp/config.js"
   if ! exists gcloud storage buckets describe "gs://$PAGE_BUCKET" --project "$PROJECT"; then
     run gcloud storage buckets create "gs://$PAGE_BUCKET" --project "$PROJECT" \
       --location "$REGION" --uniform-bucket-level-access

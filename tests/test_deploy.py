@@ -201,7 +201,15 @@ def test_a_monthly_budget_sets_max_instances_and_prints_the_worst_case(deploy):
     """The demo's tiers (predict 128Mi / 0.333 vCPU, gradcam 256Mi / 0.333): $0.0443 and
     $0.2254 per busy instance-hour (10 requests a second, one heatmap write each), so $1000
     a month keeps 5 of each busy all month."""
-    done, calls = deploy("--monthly-budget", "1000", "--appcheck", "123456789012")
+    page = (
+        "--appcheck-site-key",
+        "SITE",
+        "--firebase-app-id",
+        "1:1:web:a",
+        "--firebase-api-key",
+        "K",
+    )
+    done, calls = deploy("--monthly-budget", "1000", "--appcheck", "123456789012", *page)
     assert done.returncode == 0, done.stderr
     assert "at most 5 instances of each function; worst case $1.35 an hour" in done.stdout
     assert "one client gets at most 150 a minute from each function" in done.stdout
@@ -218,6 +226,7 @@ def test_a_monthly_budget_sets_max_instances_and_prints_the_worst_case(deploy):
         (("--monthly-budget", "5"), "cannot keep one busy instance of each function"),
         (("--monthly-budget", "lots"), "in USD"),
         (("--appcheck", "my-project"), "project NUMBER"),
+        (("--appcheck", "123"), "the page needs --appcheck-site-key"),
         (("--rate-limit", "-1"), "whole number"),
         (("--max-instances", "0"), ">= 1"),
     ],
@@ -233,3 +242,16 @@ def test_private_functions_have_no_rate_limit_unless_asked(deploy):
     assert done.returncode == 0, done.stderr
     for call in find(calls, "functions", "deploy"):
         assert "DERMCAM_RATE_LIMIT_PER_MINUTE=0" in flag(call, "--set-env-vars")
+
+
+def test_the_page_is_told_where_to_obtain_app_check_tokens(deploy):
+    done, _ = deploy(
+        "--appcheck", "123", "--appcheck-site-key", "SITE", "--firebase-app-id", "1:123:web:a",
+        "--firebase-api-key", "KEY", "--page-bucket", "none",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("window.DERMCAM_CONFIG"))
+    config = json.loads(line.split("=", 1)[1].strip().rstrip(";"))
+    assert config["appCheck"] == {
+        "projectNumber": "123", "appId": "1:123:web:a", "apiKey": "KEY", "siteKey": "SITE"
+    }  # fmt: skip
