@@ -10,7 +10,7 @@ Per architecture, two environments (torch never meets TensorFlow):
    `python -m model_store.evaluate` on the held-out photographs with Grad-CAM, Grad-CAM++,
    LayerCAM and both rollouts, the sanity check on; and the served cost of each answer
    (`engine.explain` against `engine.attend` plus the rollout, medians of `--repeats`).
-Results go to bench/out/rollout.json and into docs/EXPLANATIONS.md.
+Results go to bench/rollout.json and into docs/EXPLANATIONS.md.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "rollout"
-RESULTS = ROOT / "bench" / "out" / "rollout.json"
+RESULTS = ROOT / "bench" / "rollout.json"
 DOC = ROOT / "docs" / "EXPLANATIONS.md"
 TORCH = ROOT / ".venv-torch" / "bin" / "python"
 METHODS = ("gradcam", "gradcam++", "layercam", "rollout", "gradient-rollout")
@@ -131,9 +131,13 @@ def table(results: list[dict]) -> str:
             "| – | – | – |"
         )
         for m, f in r["methods"].items():
-            flag = {True: "flagged", False: "passes", None: "–"}[f.get("sanity_flag")]
+            rho = "–" if f["sanity_rho"] is None else f"{f['sanity_rho']:.3f}"
+            flag = " **flagged**" if f["sanity_flag"] else ""
             ms = r["served_ms"].get(m, "–")
-            lines.append(f"| | {m} | {f['deletion']:.3f} | {f['insertion']:.3f} | {flag} | {ms} |")
+            lines.append(
+                f"| | {m} | {f['deletion']:.3f} | {f['insertion']:.3f} | {f['blank_maps']} "
+                f"| {rho}{flag} | {ms} |"
+            )
     lines.append(MARK)
     return "\n".join(lines)
 
