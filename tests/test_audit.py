@@ -15,10 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dermcam import imaging
+from dermcam.engine import LiteRTEngine
+from dermcam.inputs import image_input
 from model_store.demos import shortcuts
-from model_store.evaluation.audit import artefacts, lesion
+from model_store.evaluation.audit import artefacts, lesion, probe
 from model_store.evaluation.audit.cli import main as audit
 from model_store.evaluation.audit.figures import verdicts
+from model_store.evaluation.audit.ink import CLASSIC_INK
 from model_store.synthetic import lesion_image
 
 # TensorFlow results: run again under other oneDNN code paths by make test-numerics
@@ -86,15 +90,37 @@ def test_flips_are_a_direction_only_beyond_a_sign_test(towards, away, expected):
 def test_a_planted_shortcut_is_flagged_and_the_unrelated_artefacts_cleared(audited, planted):
     summary, model = audited[planted]
     assert verdict(summary, planted) == "shortcut suspected"
-    shifts = {n: f["positive_delta"]["mean"] for n, f in summary["artefacts"].items()}
-    assert shifts[planted] > 0.5 and shifts[planted] == max(shifts.values())  # towards malignant
     for name in OTHERS:
         assert verdict(summary, name) == "no effect measured", (name, summary["verdicts"][name])
-    labelled = summary["artefacts"][planted]["labelled"]["specificity"]
-    assert labelled["change"] < -0.5 and labelled["change_ci"][1] < 0  # benign called malignant
+    if planted == "ink":  # drawn from the family, the ring it learned is what flags it
+        reasons = " ".join(summary["verdicts"]["ink"]["reasons"])
+        assert "mark circle" in reasons or "colour violet" in reasons, reasons
+    else:
+        shifts = {n: f["positive_delta"]["mean"] for n, f in summary["artefacts"].items()}
+        assert shifts[planted] > 0.5 and shifts[planted] == max(shifts.values())
+        labelled = summary["artefacts"][planted]["labelled"]["specificity"]
+        assert labelled["change"] < -0.5 and labelled["change_ci"][1] < 0  # benign → malignant
     # --record: the verdicts are in the manifest, where ?model=1 shows them
     recorded = json.loads((model / "manifest.json").read_text())["audit"]
     assert recorded["verdicts"][planted]["verdict"] == "shortcut suspected"
+
+
+def test_the_ink_twin_moves_for_the_look_it_was_trained_on(held_out):
+    """The look the twin was trained on (the audit's only ink before the family) moves it
+    towards malignant on nearly every image; the family dilutes that among other looks,
+    which is why the audit's verdict reads each look too."""
+    engine = LiteRTEngine(str(shortcuts.FIXTURES / "ink"))
+    moved = []
+    for path in sorted(held_out.glob("*.png"))[:20]:
+        pixels = np.asarray(Image.open(path).convert("RGB"))
+        mask = lesion.estimate(Image.fromarray(pixels))
+        inked, _ = artefacts.draw("ink", pixels, mask, seed=3, look=CLASSIC_INK)
+        before, after = (
+            engine.predict(imaging.decode(probe.png(p), 10**8, image_input(engine.manifest)).tensor)
+            for p in (pixels, inked)
+        )
+        moved.append(after[1] - before[1])
+    assert np.mean(moved) > 0.5
 
 
 def test_the_report_shows_what_was_done(audited, held_out, tmp_path):

@@ -1,8 +1,10 @@
 """The artefacts of dermoscopy that models have learnt as shortcuts, drawn procedurally (no
 third-party templates), seeded, off the lesion, each with a strength in 0–1:
 
-- `ink`: gentian-violet skin-marker ink — a circle drawn around the lesion, dots, a stroke
-  (Winkler et al. 2019: +~40 % false positives on nevi);
+- `ink`: skin-marker ink from a family of looks sampled per image — violet, blue, black,
+  red or green; a circle around the lesion, dots, an arrow, letters or a stroke; its width,
+  opacity and distance from the lesion (Winkler et al. 2019: +~40 % false positives on nevi
+  with gentian violet);
 - `ruler`: a translucent ruler with millimetre ticks and numbers along the edge farthest
   from the lesion (Winkler et al. 2021);
 - `dark-corners`: a dermoscope's circular vignette at one of several radii (Pewton et al.);
@@ -18,15 +20,13 @@ picture and the mask of the pixels it changed (for the share of attention on the
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from model_store.evaluation.audit.canvas import Artefact, Canvas, blend, soften
+from model_store.evaluation.audit.ink import ink
 from model_store.evaluation.audit.lesion import box_blur, grow
 
-INK = (88, 40, 135)  # gentian violet, as marker ink dries on skin
 HAIR = (38, 26, 20)
 CHART = [  # a colour checker's first two rows (sRGB)
     (115, 82, 68), (194, 150, 130), (98, 122, 157), (87, 108, 67), (133, 128, 177),
@@ -34,96 +34,6 @@ CHART = [  # a colour checker's first two rows (sRGB)
     (157, 188, 64), (224, 163, 46),
 ]  # fmt: skip
 RADII = (0.95, 0.85, 0.75)  # dark corners: the vignette's radius, × half the diagonal
-
-
-@dataclass
-class Canvas:
-    picture: np.ndarray  # [h, w, 3] uint8
-    lesion: np.ndarray  # [h, w] bool
-    rng: np.random.Generator
-    strength: float = 1.0
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.picture.shape[1], self.picture.shape[0]
-
-    @property
-    def unit(self) -> float:
-        """One percent of the shorter side, in pixels."""
-        return min(self.size) / 100
-
-    def off_lesion(self, margin: float = 2.0) -> np.ndarray:
-        return ~grow(self.lesion, max(1, round(margin * self.unit)))
-
-    def free_point(self) -> tuple[float, float]:
-        """A random point off the lesion (x, y)."""
-        ys, xs = np.nonzero(self.off_lesion(6))
-        if len(xs) == 0:
-            return self.size[0] * 0.1, self.size[1] * 0.1
-        i = int(self.rng.integers(len(xs)))
-        return float(xs[i]), float(ys[i])
-
-    def far_side(self) -> str:
-        """The image edge farthest from the lesion: top, bottom, left or right."""
-        ys, xs = np.nonzero(self.lesion)
-        if len(xs) == 0:
-            return "bottom"
-        h, w = self.lesion.shape
-        room = {"top": ys.min() / h, "bottom": 1 - ys.max() / h, "left": xs.min() / w}
-        room["right"] = 1 - xs.max() / w
-        return max(room, key=room.get)
-
-
-Artefact = Callable[[Canvas], tuple[np.ndarray, np.ndarray]]
-
-
-def _blend(canvas: Canvas, overlay: Image.Image, multiply: bool = False, keep_off: bool = True):  # noqa: ANN202
-    """Lay an RGBA overlay on the picture (multiplied, as ink stains skin, or over it); the
-    changed pixels are the mask. `keep_off`: nothing lands on the lesion."""
-    rgba = np.asarray(overlay, dtype=np.float64)
-    alpha = rgba[..., 3:] / 255.0
-    if keep_off:
-        alpha = alpha * canvas.off_lesion(1)[..., None]
-    picture = canvas.picture.astype(np.float64)
-    colour = picture * rgba[..., :3] / 255.0 if multiply else rgba[..., :3]
-    out = picture * (1 - alpha) + colour * alpha
-    return np.clip(np.round(out), 0, 255).astype(np.uint8), alpha[..., 0] > 0.1
-
-
-def _soft(overlay: Image.Image, radius: int) -> Image.Image:
-    """Soften an overlay's alpha (a marker's and a bubble's edges are not sharp)."""
-    rgba = np.asarray(overlay).copy()
-    rgba[..., 3] = np.clip(box_blur(rgba[..., 3].astype(np.float64), radius), 0, 255)
-    return Image.fromarray(rgba.astype(np.uint8), "RGBA")
-
-
-def ink(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
-    w, h = canvas.size
-    u, rng = canvas.unit, canvas.rng
-    overlay = Image.new("RGBA", (w, h), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(overlay)
-    alpha = int(255 * min(1.0, 0.55 + 0.4 * canvas.strength))
-    colour = (*INK, alpha)
-    ys, xs = np.nonzero(canvas.lesion)
-    if len(xs):  # the dermatologist's circle around the lesion, a little irregular
-        cx, cy = xs.mean(), ys.mean()
-        rx, ry = (xs.max() - xs.min()) / 2 + 6 * u, (ys.max() - ys.min()) / 2 + 6 * u
-        angles = np.linspace(0, 2 * np.pi, 48)
-        wobble = 1 + 0.04 * rng.standard_normal(48)
-        points = [
-            (cx + rx * k * np.cos(a), cy + ry * k * np.sin(a))
-            for a, k in zip(angles, wobble, strict=True)
-        ]
-        draw.line([*points, points[0]], fill=colour, width=max(2, round(1.6 * u)), joint="curve")
-    for _ in range(int(rng.integers(2, 6))):  # dots
-        x, y = canvas.free_point()
-        r = u * rng.uniform(0.8, 1.8)
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
-    if rng.random() < 0.5:  # a short stroke
-        (x0, y0), (x1, y1) = canvas.free_point(), canvas.free_point()
-        x1, y1 = x0 + (x1 - x0) * 0.3, y0 + (y1 - y0) * 0.3
-        draw.line((x0, y0, x1, y1), fill=colour, width=max(2, round(1.2 * u)))
-    return _blend(canvas, _soft(overlay, max(1, round(0.3 * u))), multiply=True)
 
 
 def ruler(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +66,7 @@ def ruler(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
             if i % 10 == 0 and i:
                 tx = box[0] + length if side == "left" else box[2] - length - thick * 0.45
                 draw.text((tx, pos + 1), str(i // 10), fill=ink_, font=font)
-    return _blend(canvas, overlay)
+    return blend(canvas, overlay)
 
 
 def dark_corners(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +105,7 @@ def hair(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
         draw.line(
             [tuple(p) for p in curve], fill=colour, width=max(1, round(rng.uniform(0.35, 0.8) * u))
         )
-    return _blend(canvas, overlay)
+    return blend(canvas, overlay)
 
 
 def colour_patch(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
@@ -227,7 +137,7 @@ def colour_patch(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
                 y0 + (r + 1) * cell - 1,
             )
             draw.rectangle(box, fill=colour)
-    return _blend(canvas, overlay, keep_off=False)
+    return blend(canvas, overlay, keep_off=False)
 
 
 def bubbles(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
@@ -255,7 +165,7 @@ def bubbles(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
             (x - r * 0.45 - s, y - r * 0.45 - s, x - r * 0.45 + s, y - r * 0.45 + s),
             fill=(255, 255, 255, 230),
         )
-    return _blend(canvas, _soft(overlay, 1))
+    return blend(canvas, soften(overlay, 1))
 
 
 def identity(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
@@ -310,10 +220,30 @@ CONTROLS: dict[str, Artefact] = {"identity": identity, "lesion-removed": lesion_
 
 
 def draw(
-    name: str, picture: np.ndarray, lesion: np.ndarray, seed: int, strength: float = 1.0
+    name: str,
+    picture: np.ndarray,
+    lesion: np.ndarray,
+    seed: int,
+    strength: float = 1.0,
+    look: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(altered picture, mask of what was drawn): the same seed always draws the same."""
+    picture, drawn, _ = draw_with_look(name, picture, lesion, seed, strength, look)
+    return picture, drawn
+
+
+def draw_with_look(
+    name: str,
+    picture: np.ndarray,
+    lesion: np.ndarray,
+    seed: int,
+    strength: float = 1.0,
+    look: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """`draw`, and the look it drew (ink: sampled from its family unless `look` is given)."""
     known = {**ARTEFACTS, **CONTROLS}
     if name not in known:
         raise ValueError(f"unknown artefact {name!r}; use: {', '.join(known)}")
-    return known[name](Canvas(picture, lesion, np.random.default_rng(seed), strength))
+    canvas = Canvas(picture, lesion, np.random.default_rng(seed), strength, dict(look or {}))
+    changed, drawn = known[name](canvas)
+    return changed, drawn, canvas.look

@@ -143,6 +143,9 @@ def artefact_figures(
             "ratio": round(energy / area, 2) if area > 0 else None,
             "max_on_artefact": round(float(np.mean([a["max_on"] for a in attended])), 4),
         }
+    looks = look_figures(placed, name, delta, positive, targets)
+    if looks:
+        figures["looks"] = looks
     served = referral_changes(placed, name)
     if served:
         figures["served"] = served
@@ -151,6 +154,57 @@ def artefact_figures(
         labels = np.array([placed[i]["label"] for i in labelled])
         figures["labelled"] = with_labels(before[labelled], after[labelled], labels, positive, seed)
     return figures
+
+
+LOOK_KEYS = ("colour", "mark", "distance")  # the look's discrete parts, compared one by one
+MIN_LOOK_IMAGES = 3  # to be ranked
+MIN_LOOK_VERDICT = 5  # to be a reason for a verdict
+LOOK_NOISE = 0.01  # a change smaller than this counts neither up nor down
+
+
+def look_figures(
+    placed: list[dict], name: str, delta: np.ndarray, positive: list[int], targets: np.ndarray
+) -> dict | None:
+    """For an artefact drawn from a family of looks (ink): per colour, mark and distance, how
+    many images got it, the mean change of the malignant probability (or of the explained
+    class's, without malignant classes) and the flips towards malignant; and the look that
+    moved the model most (by mean |change|, of those drawn on MIN_LOOK_IMAGES or more)."""
+    looks = [r["artefacts"][name].get("look") for r in placed]
+    if not any(looks):
+        return None
+    if positive:
+        moved = delta[:, positive].sum(axis=1)
+        before = np.array([np.argmax(r["probabilities"]) in positive for r in placed])
+        after = np.array(
+            [np.argmax(r["artefacts"][name]["probabilities"]) in positive for r in placed]
+        )
+        towards = ~before & after
+    else:
+        moved = delta[np.arange(len(placed)), targets]
+        towards = np.zeros(len(placed), dtype=bool)
+    by: dict[str, dict] = {}
+    for key in LOOK_KEYS:
+        values = sorted({str(look[key]) for look in looks if look and key in look})
+        by[key] = {}
+        for value in values:
+            chosen = np.array([bool(look) and str(look.get(key)) == value for look in looks])
+            by[key][value] = {
+                "images": int(chosen.sum()),
+                "mean_delta": round(float(moved[chosen].mean()), 4),
+                "up": int((moved[chosen] > LOOK_NOISE).sum()),
+                "down": int((moved[chosen] < -LOOK_NOISE).sum()),
+                "flips_towards_positive": round(float(towards[chosen].mean()), 4),
+            }
+    ranked = [
+        (abs(f["mean_delta"]), key, value)
+        for key, values in by.items()
+        for value, f in values.items()
+        if f["images"] >= MIN_LOOK_IMAGES
+    ]
+    if ranked:
+        _, key, value = max(ranked)
+        by["most_moved"] = {"part": key, "value": value, **by[key][value]}
+    return by
 
 
 def referral_changes(placed: list[dict], name: str) -> dict | None:
@@ -206,9 +260,39 @@ def _beyond_chance(figures: dict) -> bool:
     images = figures.get("images", 0)
     towards = round(figures.get("flips_towards_positive", 0) * images)
     away = round(figures.get("flips_away_from_positive", 0) * images)
-    total, fewer = towards + away, min(towards, away)
+    return sign_test(towards, away) < SIGN_TEST
+
+
+def sign_test(one_way: int, other_way: int) -> float:
+    """Two-sided exact sign test: how likely a split this uneven is from a fair coin."""
+    total, fewer = one_way + other_way, min(one_way, other_way)
     tail = sum(math.comb(total, k) for k in range(fewer + 1)) / 2**total
-    return min(1.0, 2 * tail) < SIGN_TEST
+    return min(1.0, 2 * tail)
+
+
+def _look_reason(figures: dict, shift: float) -> str | None:
+    """A shortcut to one look (a pen's colour, a mark): of the looks drawn on MIN_LOOK_VERDICT
+    images or more, the one that shifts the malignant probability most, when that is at
+    least `shift` and most of its images move the same way (sign test, p < SIGN_TEST).
+    Diluted among the other looks it can stay under the artefact's own threshold (a blue-pen
+    shortcut: +0.57 on the blue images, +0.10 on all; a twin trained on violet rings: +0.21
+    on the rings, +0.05 on all)."""
+    found = []
+    for part, values in (figures.get("looks") or {}).items():
+        if part == "most_moved":
+            continue
+        for value, g in values.items():
+            p = sign_test(g["up"], g["down"])
+            if g["images"] >= MIN_LOOK_VERDICT and abs(g["mean_delta"]) >= shift and p < SIGN_TEST:
+                found.append((abs(g["mean_delta"]), part, value, g, p))
+    if not found:
+        return None
+    _, part, value, g, p = max(found, key=lambda f: f[0])
+    return (
+        f"drawn with {part} {value} it shifts the malignant probability by "
+        f"{g['mean_delta']:+.3f} on {g['images']} images ({g['up']} up, {g['down']} down; "
+        f"sign test p {p:.3f})"
+    )
 
 
 def verdicts(summary: dict) -> dict[str, dict]:
@@ -233,6 +317,9 @@ def verdicts(summary: dict) -> dict[str, dict]:
             continue
         if size >= shift:
             reasons.append(f"shifts {where}: mean change at least {shift:.3f}")
+        look = _look_reason(figures, shift)
+        if look:
+            reasons.append(look)
         net = figures.get("flips_towards_positive", 0) - figures.get("flips_away_from_positive", 0)
         if abs(net) >= flips and _beyond_chance(figures):
             side = "towards" if net > 0 else "away from"

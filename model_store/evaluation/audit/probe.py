@@ -66,8 +66,11 @@ def lesion_mask(item: Item, pixels: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 def altered(item_id: str, name: str, pixels: np.ndarray, mask: np.ndarray, setup: AuditSetup):  # noqa: ANN201
-    """The altered copy of an image and what was drawn (the same every time: seeded)."""
-    return artefacts.draw(name, pixels, mask, seed_of(item_id, name, setup.seed), setup.strength)
+    """The altered copy of an image, what was drawn and its look (the same every time:
+    seeded)."""
+    return artefacts.draw_with_look(
+        name, pixels, mask, seed_of(item_id, name, setup.seed), setup.strength
+    )
 
 
 def _attention(grid: np.ndarray, drawn: np.ndarray) -> dict[str, Any]:
@@ -125,12 +128,13 @@ def audit_one(item: Item, setup: AuditSetup, data: bytes | None = None) -> dict[
         **({"trust": said} if said else {}),
     }
     for name in setup.names:
-        changed, drawn = altered(item.id, name, pixels, mask, setup)
+        changed, drawn, look = altered(item.id, name, pixels, mask, setup)
         after, after_grid, _, said_after = explain(png(changed), target)
         row["artefacts"][name] = {
             "probabilities": [round(float(p), 6) for p in after],
             "grid": np.round(after_grid.astype(np.float64), GRID_DECIMALS).tolist(),
             "placed": bool(drawn.any()) or name == "identity",
+            **({"look": look} if look else {}),
             **(_attention(after_grid, drawn) if drawn.any() else {}),
             **({"trust": said_after} if said_after else {}),
         }

@@ -81,6 +81,7 @@ def markdown(summary: dict) -> str:
             f"| {name} | {f['images']} | {f['mean_abs_delta']:.3f} | {f['flip_rate']:.1%} | "
             f"{pos_text} | {flips} | {f['target_delta']['mean']:+.3f} |"
         )
+    lines += _looks(summary)
     lines += [
         "",
         "## Attention on the artefact",
@@ -136,6 +137,40 @@ def markdown(summary: dict) -> str:
         ]
     lines += ["", "How to read this: docs/AUDIT.md."]
     return "\n".join(lines) + "\n"
+
+
+def _looks(summary: dict) -> list[str]:
+    """Per artefact drawn from a family of looks: which parts of the look moved it most."""
+    lines = []
+    for name, f in summary["artefacts"].items():
+        looks = f.get("looks")
+        if not looks:
+            continue
+        top = looks.get("most_moved")
+        lines += [
+            "",
+            f"## {name}: the looks drawn, and which moved the model",
+            "",
+            "Each image got one look, sampled (seeded by the image): "
+            + (
+                f"the one that moved the model most is **{top['part']} {top['value']}** "
+                f"(mean Δp {top['mean_delta']:+.3f} over {top['images']} images)."
+                if top
+                else "none was drawn on enough images to compare."
+            ),
+            "",
+            "| part | look | images | mean Δp | flips towards malignant |",
+            "|---|---|---|---|---|",
+        ]
+        for part, values in looks.items():
+            if part == "most_moved":
+                continue
+            for value, g in sorted(values.items(), key=lambda kv: -abs(kv[1]["mean_delta"])):
+                lines.append(
+                    f"| {part} | {value} | {g['images']} | {g['mean_delta']:+.3f} | "
+                    f"{g['flips_towards_positive']:.1%} |"
+                )
+    return lines
 
 
 def _pct(value: float | None) -> str:
