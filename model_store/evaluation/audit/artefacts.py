@@ -12,10 +12,13 @@ third-party templates), seeded, off the lesion, each with a strength in 0–1:
 - `colour-patch`: a colour-calibration chart in a corner (Nauta et al. 2022);
 - `bubbles`: immersion-gel bubbles, bright rims and highlights (Katsch et al. 2022);
 
-and two controls: `identity` (nothing drawn: the image only decoded and re-encoded, its
-shift is the noise floor) and `lesion-removed` (the lesion filled in from the skin around it:
-a model whose answer barely moves is not looking at the lesion). Each returns the altered
-picture and the mask of the pixels it changed (for the share of attention on them).
+Each also says the look it drew (`Canvas.look`: ink's sampled family, the ruler's side, the
+vignette's radius, how many hairs or bubbles, the chart's corner), so the report can say
+which looks moved a model; and two controls: `identity` (nothing drawn: the image only
+decoded and re-encoded, its shift is the noise floor) and `lesion-removed` (the lesion filled
+in from the skin around it: a model whose answer barely moves is not looking at the lesion).
+Each returns the altered picture and the mask of the pixels it changed (for the share of
+attention on them).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def ruler(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
     w, h = canvas.size
     u = canvas.unit
     side = canvas.far_side()
+    canvas.look = {"side": side}
     overlay = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     thick = max(8, round((6 + 4 * canvas.strength) * u))
@@ -73,6 +77,7 @@ def dark_corners(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
     w, h = canvas.size
     half_diagonal = np.hypot(w, h) / 2
     fraction = RADII[int(canvas.rng.integers(len(RADII)))]
+    canvas.look = {"radius": f"{fraction:.2f} of the half-diagonal"}
     fraction = 1 - (1 - fraction) * canvas.strength
     ys, xs = np.nonzero(canvas.lesion)
     needed = np.hypot(xs - w / 2, ys - h / 2).max() + 3 * canvas.unit if len(xs) else 0
@@ -92,7 +97,9 @@ def hair(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
     rng, u = canvas.rng, canvas.unit
     overlay = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
-    for _ in range(int(6 + 8 * canvas.strength * rng.uniform(0.5, 1))):
+    count = int(6 + 8 * canvas.strength * rng.uniform(0.5, 1))
+    canvas.look = {"hairs": "6-9" if count < 10 else "10-14"}
+    for _ in range(count):
         start = np.array([rng.uniform(0, w), rng.uniform(0, h)])
         heading = rng.uniform(0, 2 * np.pi)
         length = rng.uniform(20, 45) * u
@@ -124,6 +131,8 @@ def colour_patch(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
     x0, y0 = min(
         corners, key=lambda c: canvas.lesion[c[1] : c[1] + height, c[0] : c[0] + width].sum()
     )
+    names = ("top-left", "top-right", "bottom-left", "bottom-right")
+    canvas.look = {"corner": names[corners.index((x0, y0))]}
     overlay = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     draw.rectangle((x0 - 2, y0 - 2, x0 + width + 1, y0 + height + 1), fill=(25, 25, 25, 255))
@@ -145,7 +154,9 @@ def bubbles(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
     rng, u = canvas.rng, canvas.unit
     overlay = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
-    for _ in range(int(3 + 5 * canvas.strength * rng.uniform(0.5, 1))):
+    count = int(3 + 5 * canvas.strength * rng.uniform(0.5, 1))
+    canvas.look = {"bubbles": "3-5" if count < 6 else "6-8"}
+    for _ in range(count):
         x, y = canvas.free_point()
         r = u * rng.uniform(2, 6)
         draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 255, 255, 28))  # the gel's sheen

@@ -156,7 +156,6 @@ def artefact_figures(
     return figures
 
 
-LOOK_KEYS = ("colour", "mark", "distance")  # the look's discrete parts, compared one by one
 MIN_LOOK_IMAGES = 3  # to be ranked
 MIN_LOOK_VERDICT = 5  # to be a reason for a verdict
 LOOK_NOISE = 0.01  # a change smaller than this counts neither up nor down
@@ -165,7 +164,7 @@ LOOK_NOISE = 0.01  # a change smaller than this counts neither up nor down
 def look_figures(
     placed: list[dict], name: str, delta: np.ndarray, positive: list[int], targets: np.ndarray
 ) -> dict | None:
-    """For an artefact drawn from a family of looks (ink): per colour, mark and distance, how
+    """For an artefact drawn in several looks (ink: per colour, mark and distance), how
     many images got it, the mean change of the malignant probability (or of the explained
     class's, without malignant classes) and the flips towards malignant; and the look that
     moved the model most (by mean |change|, of those drawn on MIN_LOOK_IMAGES or more)."""
@@ -183,7 +182,8 @@ def look_figures(
         moved = delta[np.arange(len(placed)), targets]
         towards = np.zeros(len(placed), dtype=bool)
     by: dict[str, dict] = {}
-    for key in LOOK_KEYS:
+    parts = sorted({k for look in looks if look for k, v in look.items() if isinstance(v, str)})
+    for key in parts:  # the look's discrete parts (ink: colour, mark, distance), one by one
         values = sorted({str(look[key]) for look in looks if look and key in look})
         by[key] = {}
         for value in values:

@@ -151,7 +151,8 @@ def _looks(summary: dict) -> list[str]:
             "",
             f"## {name}: the looks drawn, and which moved the model",
             "",
-            "Each image got one look, sampled (seeded by the image): "
+            "Each image's look is recorded (ink's sampled from its family, seeded by the "
+            "image; the ruler's side and the chart's corner where the lesion leaves room): "
             + (
                 f"the one that moved the model most is **{top['part']} {top['value']}** "
                 f"(mean Δp {top['mean_delta']:+.3f} over {top['images']} images)."
