@@ -15,20 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.timing import median_ms
 from dermcam.appcheck import AppCheckVerifier
 from dermcam.ratelimit import RateLimiter
 from devstack.appcheck import PROJECT_NUMBER, LocalAppCheck
 
 OUT = Path(__file__).resolve().parent / "abuse.json"
-
-
-def median_ms(call, repeats: int) -> float:  # noqa: ANN001
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - started)
-    return round(statistics.median(seconds) * 1000, 4)
 
 
 def main(argv: list[str] | None = None) -> int:

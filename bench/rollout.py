@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.timing import median_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "rollout"
@@ -67,12 +67,7 @@ def served_cost(model: Path, repeats: int) -> dict:
     timings = {}
     for name, call in (("gradcam", gradcam), *((m, rollout(m)) for m in METHODS[3:])):
         call()  # warm
-        seconds = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            call()
-            seconds.append(time.perf_counter() - started)
-        timings[name] = round(statistics.median(seconds) * 1000, 2)
+        timings[name] = median_ms(call, repeats, digits=2)
     return timings
 
 

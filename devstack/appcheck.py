@@ -13,7 +13,7 @@ import json
 import re
 import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from dermcam.appcheck import ISSUER
+from devstack.local_http import serve
 
 PROJECT_NUMBER = "123456789012"
 PROJECT_ID = "dermcam-local"
@@ -144,12 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         (ExchangeHandler,),
         {"app_check": LocalAppCheck(Path(args.folder)), "debug_token": args.debug_token},
     )
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return serve(handler, args.port)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ import argparse
 import functools
 import json
 import sys
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
+
+from devstack.local_http import serve
 
 FRONTEND = Path(__file__).resolve().parents[1] / "frontend"
 
@@ -67,12 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         directory=args.root,
     )
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return serve(handler, args.port)
 
 
 if __name__ == "__main__":

@@ -239,8 +239,7 @@ def draw(
     look: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(altered picture, mask of what was drawn): the same seed always draws the same."""
-    picture, drawn, _ = draw_with_look(name, picture, lesion, seed, strength, look)
-    return picture, drawn
+    return draw_with_look(name, picture, lesion, seed, strength, look)[:2]
 
 
 def draw_with_look(
