@@ -46,6 +46,10 @@ APPCHECK=""          # the Firebase project NUMBER whose App Check tokens the fu
 APPCHECK_SITE_KEY="" # the page's reCAPTCHA Enterprise site key, registered with App Check
 FIREBASE_APP_ID=""   # the page's Firebase web app (1:NUMBER:web:...)
 FIREBASE_API_KEY=""  # its browser API key (public by design: it only names the project)
+# Where App Check's REST API is: its key set for the functions, its token exchange for the
+# page. Only a rehearsal points it elsewhere (make deploy-local: the local cloud's).
+APPCHECK_ENDPOINT="${DERMCAM_APPCHECK_ENDPOINT:-https://firebaseappcheck.googleapis.com}"
+APPCHECK_ENDPOINT="${APPCHECK_ENDPOINT%/}"
 # Worst-case prices (USD; Cloud Run request-based billing, Tier 1 regions, no free tier),
 # from cloud.google.com/run/pricing and /storage/pricing, 2026-12-07. Billing rounds each
 # request up to 100 ms, so an instance bills at most 10 requests a second per concurrent slot.
@@ -89,6 +93,7 @@ Usage: ./deploy.sh --project PROJECT [options]
   --appcheck-site-key K  the page's reCAPTCHA Enterprise site key
   --firebase-app-id ID   the page's Firebase web app id
   --firebase-api-key K   the web app's API key
+                         (DERMCAM_APPCHECK_ENDPOINT=URL: App Check's API elsewhere, a rehearsal)
   --heatmap-days N       delete heatmaps after N days [$HEATMAP_DAYS]
   --url-ttl SECONDS      lifetime of signed heatmap URLs [$URL_TTL]
   --enable-apis          enable missing Google APIs instead of stopping
@@ -394,7 +399,7 @@ schedule_warmup() {
 page_config() {
   local appcheck=""
   if [[ -n "$APPCHECK" ]]; then
-    appcheck=", \"appCheck\": {\"projectNumber\": \"$APPCHECK\", \"appId\": \"$FIREBASE_APP_ID\", \"apiKey\": \"$FIREBASE_API_KEY\", \"siteKey\": \"$APPCHECK_SITE_KEY\"}"
+    appcheck=", \"appCheck\": {\"projectNumber\": \"$APPCHECK\", \"appId\": \"$FIREBASE_APP_ID\", \"apiKey\": \"$FIREBASE_API_KEY\", \"siteKey\": \"$APPCHECK_SITE_KEY\", \"exchangeUrl\": \"$APPCHECK_ENDPOINT\"}"
   fi
   printf 'window.DERMCAM_CONFIG = {"predictUrl": "%s", "gradcamUrl": "%s"%s};\n' "$1" "$2" "$appcheck"
 }
@@ -440,7 +445,8 @@ main() {
   # THREADS: gunicorn threads of functions-framework, one per concurrent request allowed.
   local common="DERMCAM_ALLOWED_ORIGINS=$ORIGIN##DERMCAM_NUM_THREADS=1##THREADS=$CONCURRENCY"
   common+="##DERMCAM_RATE_LIMIT_PER_MINUTE=$RATE_LIMIT"
-  [[ -z "$APPCHECK" ]] || common+="##DERMCAM_APPCHECK_PROJECT_NUMBER=$APPCHECK"
+  [[ -z "$APPCHECK" ]] ||
+    common+="##DERMCAM_APPCHECK_PROJECT_NUMBER=$APPCHECK##DERMCAM_APPCHECK_JWKS_URL=$APPCHECK_ENDPOINT/v1/jwks"
   deploy_function predict "$PREDICT_MEMORY" "$PREDICT_CPU" "$PREDICT_SA" "$common"
   deploy_function gradcam "$GRADCAM_MEMORY" "$GRADCAM_CPU" "$GRADCAM_SA" \
     "$common##DERMCAM_BUCKET=$BUCKET##DERMCAM_SIGNED_URL_TTL=$URL_TTL"

@@ -1,6 +1,6 @@
 """The local cloud's smaller APIs: Service Usage, IAM, Cloud Run's IAM, and Cloud Storage
 through fake-gcs-server with a thin shim (Cloud Scheduler: devstack.cloudscheduler; Dataflow:
-devstack.clouddataflow).
+devstack.clouddataflow; Firebase App Check: devstack.cloudappcheck).
 
 fake-gcs-server keeps buckets and objects; it has no bucket IAM policies and drops some
 bucket settings (lifecycle, CORS, uniform access, public access prevention, website). The shim
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from devstack import clouddataflow, cloudscheduler
+from devstack import cloudappcheck, clouddataflow, cloudscheduler
 from devstack.localcloud import Cloud, CloudError, Request, Response, etag, operation
 
 DEFAULT_APIS = (
@@ -39,6 +39,7 @@ def install(cloud: Cloud, disabled: tuple[str, ...] = ()) -> None:
     _run_iam(cloud)
     cloudscheduler.install(cloud)
     clouddataflow.install(cloud)
+    cloudappcheck.install(cloud)
     _storage(cloud)
 
 

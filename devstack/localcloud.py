@@ -14,6 +14,8 @@ credentials are off (`CLOUDSDK_AUTH_DISABLE_CREDENTIALS=true`). What it serves:
   Cloud Scheduler jobs, kept and fired on their cron against their target.
 - Cloud Storage: proxied to fake-gcs-server, with a thin shim for what it lacks (bucket IAM
   policies, and the settings it drops).
+- Firebase App Check (devstack.cloudappcheck): the key set, debug tokens and their exchange,
+  at URL/firebaseappcheck (deploy.sh reads it from `DERMCAM_APPCHECK_ENDPOINT`; not gcloud's).
 
 Every call is recorded, and every resource's state is kept in `STATE/cloud.json`, so a test
 can read what the rehearsal did. `--clock N` runs the scheduler's clock N times faster.
@@ -237,7 +239,7 @@ def make_handler(cloud: Cloud) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve  # noqa: N815
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve  # noqa: N815
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass

@@ -2,7 +2,10 @@
 // attests itself and sends the short-lived token App Check returns with every upload, in
 // X-Firebase-AppCheck. No SDK: App Check's REST exchange, as the SDK calls it.
 //   production: reCAPTCHA Enterprise's token → :exchangeRecaptchaEnterpriseToken
-//   make run APPCHECK=1: a registered debug token → :exchangeDebugToken (devstack/appcheck.py)
+//   a debug token registered for the app (Firebase console, App Check, "Manage debug
+//   tokens") → :exchangeDebugToken: given by make run APPCHECK=1 (devstack/appcheck.py), or set
+//   by a test browser as self.FIREBASE_APPCHECK_DEBUG_TOKEN before the page loads (what the JS
+//   SDK reads, make deploy-local). Never in a published config.js: anyone could read it.
 // A token is reused until a minute before it expires.
 (() => {
   "use strict";
@@ -25,7 +28,10 @@
   }
 
   async function attestation(config) {
-    if (config.debugToken) return ["exchangeDebugToken", { debugToken: config.debugToken }];
+    const debugToken =
+      config.debugToken ||
+      (typeof self.FIREBASE_APPCHECK_DEBUG_TOKEN === "string" && self.FIREBASE_APPCHECK_DEBUG_TOKEN);
+    if (debugToken) return ["exchangeDebugToken", { debugToken }];
     await loadRecaptcha(config.siteKey);
     const token = await window.grecaptcha.enterprise.execute(config.siteKey, { action: "upload" });
     return ["exchangeRecaptchaEnterpriseToken", { recaptchaEnterpriseToken: token }];

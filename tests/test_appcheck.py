@@ -198,3 +198,52 @@ def test_the_page_obtains_a_token_and_its_uploads_are_answered(
         context.close()
     finally:
         running.stop()
+
+
+@pytest.fixture
+def cloud_appcheck(tmp_path):
+    """The local cloud's App Check API (devstack.cloudappcheck) over HTTP."""
+    from devstack import cloudappcheck, localcloud
+
+    cloud = localcloud.Cloud(tmp_path / "cloud", storage_url="http://127.0.0.1:1")
+    cloudappcheck.install(cloud)
+    server = localcloud.serve(cloud)
+    yield f"{cloud.url}/{cloudappcheck.API}"
+    server.shutdown()
+
+
+def test_the_local_cloud_exchanges_only_a_registered_debug_token(cloud_appcheck):
+    """make deploy-local --appcheck: a team registers a debug token for its web app, the page
+    exchanges it, and a function verifying against the cloud's key set accepts the token."""
+    import uuid
+
+    number, app = "424242424242", "1:424242424242:web:abc"
+    apps = f"{cloud_appcheck}/v1/projects/{number}/apps/{app}"
+    debug = str(uuid.uuid4())
+
+    def exchange(token: str, key: str | None = "browser-key") -> requests.Response:
+        params = {"key": key} if key else {}
+        return requests.post(
+            f"{apps}:exchangeDebugToken", params=params, json={"debugToken": token}, timeout=10
+        )
+
+    assert exchange(debug).status_code == 403  # not registered yet
+    bad = requests.post(
+        f"{apps}/debugTokens", json={"displayName": "ci", "token": "not-a-uuid"}, timeout=10
+    )
+    assert bad.status_code == 400
+    made = requests.post(
+        f"{apps}/debugTokens", json={"displayName": "ci", "token": debug}, timeout=10
+    )
+    assert made.status_code == 200 and "token" not in made.json()  # input only
+    assert exchange(debug, key=None).status_code == 403  # the web app's API key is needed
+    assert exchange(str(uuid.uuid4())).status_code == 403
+    answer = exchange(debug)
+    assert answer.status_code == 200 and answer.json()["ttl"] == "3600s"
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"  # the page's origin differs
+    verified = AppCheckVerifier(number, f"{cloud_appcheck}/v1/jwks").verify(answer.json()["token"])
+    assert verified.app_id == app
+    with pytest.raises(Unauthenticated):  # another project's functions refuse it
+        AppCheckVerifier("111111111111", f"{cloud_appcheck}/v1/jwks").verify(answer.json()["token"])
+    recaptcha = requests.post(f"{apps}:exchangeRecaptchaEnterpriseToken", json={}, timeout=10)
+    assert recaptcha.status_code == 400 and "not emulated" in recaptcha.json()["error"]["message"]

@@ -218,6 +218,7 @@ def test_a_monthly_budget_sets_max_instances_and_prints_the_worst_case(deploy):
         env = flag(call, "--set-env-vars")
         assert "DERMCAM_RATE_LIMIT_PER_MINUTE=30" in env  # public: limited by default
         assert "DERMCAM_APPCHECK_PROJECT_NUMBER=123456789012" in env
+        assert "DERMCAM_APPCHECK_JWKS_URL=https://firebaseappcheck.googleapis.com/v1/jwks" in env
 
 
 @pytest.mark.parametrize(
@@ -253,5 +254,6 @@ def test_the_page_is_told_where_to_obtain_app_check_tokens(deploy):
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("window.DERMCAM_CONFIG"))
     config = json.loads(line.split("=", 1)[1].strip().rstrip(";"))
     assert config["appCheck"] == {
-        "projectNumber": "123", "appId": "1:123:web:a", "apiKey": "KEY", "siteKey": "SITE"
+        "projectNumber": "123", "appId": "1:123:web:a", "apiKey": "KEY", "siteKey": "SITE",
+        "exchangeUrl": "https://firebaseappcheck.googleapis.com",
     }  # fmt: skip

@@ -23,13 +23,13 @@ PROJECT = "dermcam-rehearsal"
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
-    """One public deploy, then the same project redeployed --private: the second run is the
-    update in place (a third deploy, public again, added 80 s and nothing the two do not show).
-    """
+    """One public deploy with App Check required (the local cloud's), then the same project
+    redeployed --private: the second run is the update in place (a third deploy, public again,
+    added 80 s and nothing the two do not show)."""
     from devstack import rehearsal
 
     state = tmp_path_factory.mktemp("rehearsal")
-    summary = rehearsal.rehearse(state, clock=60, runs=1, fresh=True, private=True)
+    summary = rehearsal.rehearse(state, clock=60, runs=1, fresh=True, private=True, appcheck=True)
     # What the public run left, and what the cloud held after the switch to --private.
     cloud = json.loads((state / "cloud-public.json").read_text())
     private = json.loads((state / "cloud" / "cloud.json").read_text())
@@ -52,6 +52,36 @@ def test_a_deploy_answers_publishes_and_is_updated_in_place(rehearsal):
     revisions = private["revisions"]
     assert len(revisions) == 4  # two builds per function, each in a fresh virtualenv
     assert len({r["venv"] for r in revisions.values()}) == 4
+
+
+def test_public_functions_require_app_check_and_the_page_obtains_tokens(rehearsal):
+    summary, resources, calls, private = rehearsal
+    (run,) = summary["runs"]
+    # the functions answered a caller with a token (above) and refuse one without
+    assert run["without_appcheck_token"] == {"predict": 401, "gradcam": 401}
+    # the page, as published, attested itself and sent a token with each upload
+    uploads = run["page"]["uploads_with_appcheck_token"]
+    assert uploads and all(uploads) and run["page"]["errors"] == []
+    config = run["page"]["config"]["appCheck"]
+    assert config["exchangeUrl"].endswith("/firebaseappcheck") and "debugToken" not in config
+    exchanged = [  # by the rehearsal's own calls and by the page (after its CORS preflight)
+        c["status"]
+        for c in calls
+        if c["api"] == "firebaseappcheck" and c["path"].endswith(":exchangeDebugToken")
+        and c["method"] == "POST"
+    ]  # fmt: skip
+    assert len(exchanged) >= 2 and set(exchanged) == {200}
+    base = f"projects/{PROJECT}/locations/europe-west1/functions"
+    for name in ("predict", "gradcam"):
+        env = resources["functions"][f"{base}/dermcam-{name}"]["serviceConfig"][
+            "environmentVariables"
+        ]
+        assert env["DERMCAM_APPCHECK_PROJECT_NUMBER"] == config["projectNumber"]
+        assert env["DERMCAM_APPCHECK_JWKS_URL"] == config["exchangeUrl"] + "/v1/jwks"
+        # redeployed --private without --appcheck: the setting went with it
+        env = private["functions"][f"{base}/dermcam-{name}"]["serviceConfig"]
+        assert "DERMCAM_APPCHECK_PROJECT_NUMBER" not in env["environmentVariables"]
+    assert len(run["warmups"]) == 2  # GET warmups need no App Check token
 
 
 def test_functions_run_with_the_deployed_configuration(rehearsal):

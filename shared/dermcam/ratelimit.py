@@ -3,7 +3,9 @@
 Where the counter lives, and why: in each instance's memory. A shared counter (Firestore,
 Memorystore) costs a network round trip on every request and a service to run and pay for,
 to be exact about a bound the platform already caps: an instance admits at most
-`per_minute` requests a minute from one client (with a burst of `burst`), so across the
+`per_minute` requests a minute from one client (with a burst of `burst`: by default a
+minute's worth, so a visitor clicking through the classes and methods of one photograph, a
+request each, is not refused; the sustained rate is the bound), so across the
 fleet one client gets at most `per_minute × max_instances` a minute, which
 `deploy.sh` prints beside the spending bound it derives max-instances from. A client is the
 address Google's front end saw: the last `X-Forwarded-For` hop, the one it appends on a
@@ -35,7 +37,7 @@ class RateLimiter:
         if per_minute <= 0:
             raise ValueError("per_minute must be positive")
         self.rate = per_minute / 60.0  # tokens a second
-        self.burst = float(burst or max(1, per_minute // 6))  # ten seconds' worth by default
+        self.burst = float(burst or per_minute)  # a minute's worth by default
         self.clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
         self._lock = threading.Lock()
