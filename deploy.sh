@@ -257,7 +257,8 @@ spending_bound() {
     "(predict \$$predict, gradcam \$$gradcam per busy instance-hour, heatmap writes included)"
   if (( RATE_LIMIT > 0 )); then
     echo "rate limit: $RATE_LIMIT requests a minute per client address and instance:" \
-      "one client gets at most $(( RATE_LIMIT * MAX_INSTANCES )) a minute from each function"
+      "one client gets at most $(( RATE_LIMIT * MAX_INSTANCES )) a minute from each function," \
+      "sustained ($(( 2 * RATE_LIMIT * MAX_INSTANCES )) in one minute with each instance's burst)"
   fi
 }
 

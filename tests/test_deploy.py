@@ -212,7 +212,8 @@ def test_a_monthly_budget_sets_max_instances_and_prints_the_worst_case(deploy):
     done, calls = deploy("--monthly-budget", "1000", "--appcheck", "123456789012", *page)
     assert done.returncode == 0, done.stderr
     assert "at most 5 instances of each function; worst case $1.35 an hour" in done.stdout
-    assert "one client gets at most 150 a minute from each function" in done.stdout
+    assert "one client gets at most 150 a minute from each function, sustained" in done.stdout
+    assert "(300 in one minute with each instance's burst)" in done.stdout
     for call in find(calls, "functions", "deploy"):
         assert flag(call, "--max-instances") == "5"
         env = flag(call, "--set-env-vars")

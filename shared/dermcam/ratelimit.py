@@ -6,7 +6,8 @@ to be exact about a bound the platform already caps: an instance admits at most
 `per_minute` requests a minute from one client (with a burst of `burst`: by default a
 minute's worth, so a visitor clicking through the classes and methods of one photograph, a
 request each, is not refused; the sustained rate is the bound), so across the
-fleet one client gets at most `per_minute × max_instances` a minute, which
+fleet one client gets at most `per_minute × max_instances` a minute sustained (twice that in
+one minute while the bursts are spent), which
 `deploy.sh` prints beside the spending bound it derives max-instances from. A client is the
 address Google's front end saw: the last `X-Forwarded-For` hop, the one it appends on a
 function's own URL (the hops before it are the caller's to write). Not the App Check token's
