@@ -37,31 +37,59 @@ def held_out(tmp_path_factory):
     return shortcuts.held_out(tmp_path_factory.mktemp("held-out"), count=40)
 
 
-@pytest.fixture(scope="module")
-def audited(held_out, tmp_path_factory):
+def _audit_twins(held_out, tmp_path_factory, looks: str) -> dict:
     """Each committed recipe audited once: recipe → (report summary, model dir). A copy, since
     --record writes into the manifest."""
     found = {}
     for recipe in shortcuts.RECIPES:
-        folder = tmp_path_factory.mktemp(recipe)
+        folder = tmp_path_factory.mktemp(f"{recipe}-{looks}")
         model = Path(shutil.copytree(shortcuts.FIXTURES / recipe, folder / "model"))
         out = folder / "audit"
         argv = [str(model), "--images", str(held_out), "--labels", str(held_out / "labels.csv")]
-        assert audit([*argv, "--out", str(out), "--record"]) == 0
+        assert audit([*argv, "--out", str(out), "--record", "--looks", looks]) == 0
         found[recipe] = (json.loads((out / "report.json").read_text())["summary"], model)
     return found
+
+
+@pytest.fixture(scope="module")
+def audited(held_out, tmp_path_factory):
+    """Audited as a user audits: each image's look sampled from each artefact's family."""
+    return _audit_twins(held_out, tmp_path_factory, "family")
+
+
+@pytest.fixture(scope="module")
+def audited_classic(held_out, tmp_path_factory):
+    """Audited with the one drawing per artefact the twins were trained with."""
+    return _audit_twins(held_out, tmp_path_factory, "classic")
 
 
 def verdict(summary: dict, name: str) -> str:
     return summary["verdicts"][name]["verdict"]
 
 
-def test_the_clean_twin_is_cleared_of_every_artefact(audited):
-    summary, _ = audited["clean"]
+def test_the_clean_twin_is_cleared_of_every_artefact_it_was_trained_with(audited_classic):
+    summary, _ = audited_classic["clean"]
+    assert summary["looks"] == "classic"
     for name in artefacts.ARTEFACTS:
         assert verdict(summary, name) == "no effect measured", (name, summary["verdicts"][name])
     assert verdict(summary, "lesion-removed") == "relies on the lesion"
     assert summary["artefacts"]["identity"]["mean_abs_delta"] < 0.01  # the noise floor
+
+
+def test_no_family_shifts_the_clean_twin_as_a_planted_shortcut_does(audited):
+    """Drawn from the families, no artefact shifts the clean twin's malignant probability on
+    average by the threshold (the planted twins': +0.2 to +0.8). Looks its training never
+    showed it can still move it, and the audit says so: a black ruler (a dark band along the
+    edge) pushed it towards malignant on each of the 7 images it was drawn on, and the
+    heaviest vignettes flipped 4 of its 20 benign answers (docs/AUDIT.md); those verdicts are
+    findings about this synthetic-trained twin, not asserted here."""
+    summary, _ = audited["clean"]
+    assert summary["looks"] == "family"
+    for name in artefacts.ARTEFACTS:
+        found = summary["verdicts"][name]
+        assert not any(r.startswith("shifts ") for r in found["reasons"]), (name, found)
+        assert abs(summary["artefacts"][name]["positive_delta"]["mean"]) < 0.05, name
+    assert verdict(summary, "lesion-removed") == "relies on the lesion"
 
 
 @pytest.mark.parametrize(("towards", "away", "expected"), [
@@ -87,11 +115,15 @@ def test_flips_are_a_direction_only_beyond_a_sign_test(towards, away, expected):
 
 
 @pytest.mark.parametrize("planted", ["ink", "dark-corners"])
-def test_a_planted_shortcut_is_flagged_and_the_unrelated_artefacts_cleared(audited, planted):
-    summary, model = audited[planted]
+def test_a_planted_shortcut_is_flagged_and_the_unrelated_artefacts_cleared(
+    audited, audited_classic, planted
+):
+    classic, _ = audited_classic[planted]
+    assert verdict(classic, planted) == "shortcut suspected"
+    for name in OTHERS:  # in the looks the twin was trained with
+        assert verdict(classic, name) == "no effect measured", (name, classic["verdicts"][name])
+    summary, model = audited[planted]  # and as a user audits it: flagged from the families
     assert verdict(summary, planted) == "shortcut suspected"
-    for name in OTHERS:
-        assert verdict(summary, name) == "no effect measured", (name, summary["verdicts"][name])
     if planted == "ink":  # drawn from the family, the ring it learned is what flags it
         reasons = " ".join(summary["verdicts"]["ink"]["reasons"])
         assert "mark circle" in reasons or "colour violet" in reasons, reasons
@@ -156,6 +188,26 @@ def test_artefacts_are_seeded_and_stay_off_the_lesion():
     assert np.abs(removed[lesion_mask].mean(axis=0) - skin).max() < 25  # filled with skin
     with pytest.raises(ValueError, match="unknown artefact"):
         artefacts.draw("sticker", pixels, lesion_mask, seed=0)
+
+
+def test_each_artefact_draws_a_family_of_looks_and_says_which():
+    """Sampled per image: every part of every family takes more than one value over 40
+    seeds (but where the image decides: the ruler's side, the chart's corner), each drawing
+    says its look, and a look given is the look drawn."""
+    pixels, mask = lesion_image(seed=3, index=1, size=192, label=4)
+    for name in artefacts.ARTEFACTS:
+        looks = [artefacts.draw_with_look(name, pixels, mask > 0, seed=s)[2] for s in range(40)]
+        parts = {k for look in looks for k, v in look.items() if isinstance(v, str)}
+        assert len(parts) >= 3, (name, parts)
+        for part in parts - {"side", "corner"}:
+            assert len({look.get(part) for look in looks}) >= 2, (name, part)
+        chosen = looks[7]
+        again, _, said = artefacts.draw_with_look(name, pixels, mask > 0, seed=99, look=chosen)
+        assert {k: said[k] for k in chosen} == chosen, name
+        classic = artefacts.draw_with_look(
+            name, pixels, mask > 0, seed=5, look=artefacts.CLASSIC_LOOKS[name]
+        )
+        assert classic[0].shape == pixels.shape and classic[1].any(), name
 
 
 def test_the_lesion_estimate_finds_synthetic_lesions():

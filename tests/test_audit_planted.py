@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ISIC, ISIC_IMAGES
+from conftest import DEMO_MODEL, ISIC, ISIC_IMAGES
 from dermcam import imaging
 from dermcam.engine import LiteRTEngine
 from dermcam.inputs import image_input
@@ -43,19 +43,30 @@ def photos(tmp_path_factory):
     return folder
 
 
-def test_a_blue_pen_shortcut_is_found_and_its_look_named(planted, photos, tmp_path):
-    argv = [str(planted), "--images", str(photos), "--labels", str(photos / "labels.csv")]
+def _audited(model, photos, out) -> dict:
+    argv = [str(model), "--images", str(photos), "--labels", str(photos / "labels.csv")]
     argv += ["--map", "melanoma=mel,nevus=nv", "--artefacts", "ink,ruler,hair"]
-    assert audit([*argv, "--out", str(tmp_path / "audit")]) == 0
-    summary = json.loads((tmp_path / "audit" / "report.json").read_text())["summary"]
+    assert audit([*argv, "--out", str(out)]) == 0
+    return json.loads((out / "report.json").read_text())["summary"]
+
+
+def test_a_blue_pen_shortcut_is_found_and_its_look_named(planted, photos, tmp_path):
+    summary = _audited(planted, photos, tmp_path / "audit")
     verdicts = summary["verdicts"]
     assert verdicts["ink"]["verdict"] == "shortcut suspected", verdicts["ink"]
-    assert verdicts["ruler"]["verdict"] == verdicts["hair"]["verdict"] == "no effect measured"
     colours = summary["artefacts"]["ink"]["looks"]["colour"]
     assert summary["artefacts"]["ink"]["looks"]["most_moved"]["value"] == "blue"
     assert colours["blue"]["mean_delta"] > 0.3 and colours["blue"]["images"] >= 5
     assert abs(colours["violet"]["mean_delta"]) < 0.05  # the branch ignores violet
     assert "blue" in (tmp_path / "audit" / "report.md").read_text()
+    # The network it was planted in, audited alike: blue ink leaves it alone, and the others
+    # judged as on the planted one (the demo network's own reaction to a black ruler, a
+    # dark band along the edge, is its own: docs/AUDIT.md), so the branch is all ink found.
+    plain = _audited(DEMO_MODEL, photos, tmp_path / "plain")
+    assert abs(plain["artefacts"]["ink"]["looks"]["colour"]["blue"]["mean_delta"]) < 0.05
+    for name in ("ruler", "hair"):
+        assert plain["verdicts"][name]["verdict"] == verdicts[name]["verdict"], name
+    assert verdicts["hair"]["verdict"] == "no effect measured"
 
 
 def test_the_audits_old_single_look_does_not_move_it(planted, photos):

@@ -37,7 +37,7 @@ def handler_for(tool: str, job, model_location: str):  # noqa: ANN001, ANN201
     setup = job.setup
     options = {
         "artefacts": setup.artefacts, "strength": setup.strength,
-        "target": setup.target, "seed": setup.seed,
+        "target": setup.target, "seed": setup.seed, "looks": setup.looks,
     }  # fmt: skip
     return AuditHandler(model_location, options)
 

@@ -81,7 +81,9 @@ class AuditHandler(_Handler):
 
         engine = LiteRTEngine(str(local_model(self.model_location)))
         o = self.options
-        return AuditSetup(engine, o["artefacts"], o["strength"], o["target"], o["seed"])
+        return AuditSetup(
+            engine, o["artefacts"], o["strength"], o["target"], o["seed"], o.get("looks", "family")
+        )
 
     def run_inference(
         self, batch: Sequence[Item], model: Any, inference_args: dict | None = None

@@ -30,7 +30,6 @@ from PIL import Image
 
 from dermcam.imaging import to_tensor
 from model_store.evaluation.audit import artefacts
-from model_store.evaluation.audit.ink import CLASSIC_INK
 from model_store.synthetic import CLASSES, lesion_image
 
 RECIPES = {"clean": None, "ink": "ink", "dark-corners": "dark-corners"}
@@ -56,10 +55,13 @@ def image(seed: int, index: int, label: int, planted: str | None) -> np.ndarray:
     for k, name in enumerate(artefacts.ARTEFACTS):
         chance = PLANTED[label] if name == planted else BACKGROUND
         if rng.random() < chance:
-            # the twins learn one look of ink (the audit draws a family of them)
-            look = CLASSIC_INK if name == "ink" else None
+            # the twins learn one look of each (the audit draws a family of them)
             pixels, _ = artefacts.draw(
-                name, pixels, mask > 0, seed=seed * 1000 + index * 10 + k, look=look
+                name,
+                pixels,
+                mask > 0,
+                seed=seed * 1000 + index * 10 + k,
+                look=artefacts.CLASSIC_LOOKS[name],
             )
     return to_tensor(Image.fromarray(pixels), SIZE, SIZE)[0]
 

@@ -64,6 +64,11 @@ class Canvas:
 Artefact = Callable[[Canvas], tuple[np.ndarray, np.ndarray]]
 
 
+def pick(rng: np.random.Generator, options: list[str] | tuple[str, ...]) -> str:
+    """One of a look's options, uniformly."""
+    return str(options[int(rng.integers(len(options)))])
+
+
 def blend(
     canvas: Canvas, overlay: Image.Image, multiply: bool = False, keep_off: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:

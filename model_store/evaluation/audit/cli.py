@@ -3,6 +3,7 @@
     python -m model_store.audit MODEL_DIR --images DIR [--labels CSV] [--masks DIR]
         [--map melanoma=mel,nevus=nv] [--fields age=age_approx,sex]
         [--artefacts ink,ruler,dark-corners,hair,colour-patch,bubbles] [--strength 1]
+        [--looks family|classic]
         [--class CODE] [--positive mel,bcc,akiec] [--seed 0] [--out DIR] [--fresh]
         [--record] [--limit N]
 
@@ -72,6 +73,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fields", help="patient fields from CSV columns: age=age_approx,sex")
     parser.add_argument("--artefacts", default=",".join(artefacts.ARTEFACTS))
     parser.add_argument("--strength", type=float, default=1.0, help="0–1: size and opacity")
+    parser.add_argument(
+        "--looks",
+        choices=("family", "classic"),
+        default="family",
+        help="family: each image's look sampled from the artefact's family (default); classic: "
+        "each artefact's one drawing of before the families, to compare with an older audit",
+    )
     parser.add_argument("--class", dest="klass", help="explain this class (default: the top)")
     parser.add_argument("--positive", help="the malignant classes (default: the model's own)")
     parser.add_argument("--seed", type=int, default=0)
@@ -102,6 +110,7 @@ class AuditJob:
             "artifacts": {"gradcam": sha256_file(manifest.artifact_path("gradcam"))},
             "artefacts": self.setup.names,
             "strength": self.args.strength,
+            "looks": self.args.looks,
             "class": self.args.klass,
             "seed": self.args.seed,
             "fields": self.fields,
@@ -123,7 +132,7 @@ def job_from(args: argparse.Namespace) -> AuditJob:
     fields = field_mapping(args.fields)
     items = collect(args.images, args.labels, args.masks, codes, args.map, fields, args.limit)
     target = codes.index(args.klass) if args.klass else None
-    setup = probe.AuditSetup(engine, names, args.strength, target, args.seed)
+    setup = probe.AuditSetup(engine, names, args.strength, target, args.seed, args.looks)
     out = Path(args.out or f"audit-{manifest.name}-{manifest.version}")
     positive = [codes.index(c) for c in positive_codes]
     return AuditJob(args, setup, positive, fields, items, out)
@@ -159,6 +168,7 @@ def finish(job: AuditJob, rows: list[dict]) -> dict:
         "lesion_method": lesion.METHOD,
         "explained": f"class {args.klass}" if args.klass else "the top class of the original",
         "strength": args.strength,
+        "looks": args.looks,
     }
     by_id = {item.id: item for item in job.items}
 

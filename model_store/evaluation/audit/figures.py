@@ -143,7 +143,7 @@ def artefact_figures(
             "ratio": round(energy / area, 2) if area > 0 else None,
             "max_on_artefact": round(float(np.mean([a["max_on"] for a in attended])), 4),
         }
-    looks = look_figures(placed, name, delta, positive, targets)
+    looks = look_figures(placed, name, delta, positive, targets, codes)
     if looks:
         figures["looks"] = looks
     served = referral_changes(placed, name)
@@ -162,12 +162,19 @@ LOOK_NOISE = 0.01  # a change smaller than this counts neither up nor down
 
 
 def look_figures(
-    placed: list[dict], name: str, delta: np.ndarray, positive: list[int], targets: np.ndarray
+    placed: list[dict],
+    name: str,
+    delta: np.ndarray,
+    positive: list[int],
+    targets: np.ndarray,
+    codes: list[str] | None = None,
 ) -> dict | None:
     """For an artefact drawn in several looks (ink: per colour, mark and distance), how
     many images got it, the mean change of the malignant probability (or of the explained
-    class's, without malignant classes) and the flips towards malignant; and the look that
-    moved the model most (by mean |change|, of those drawn on MIN_LOOK_IMAGES or more)."""
+    class's, without malignant classes) and the flips towards malignant, and the class whose
+    probability the look moved most (a look can push one benign class up: violet ink, a
+    dermatofibroma); and the look that moved the model most (by mean |change|, of those
+    drawn on MIN_LOOK_IMAGES or more)."""
     looks = [r["artefacts"][name].get("look") for r in placed]
     if not any(looks):
         return None
@@ -195,6 +202,8 @@ def look_figures(
                 "down": int((moved[chosen] < -LOOK_NOISE).sum()),
                 "flips_towards_positive": round(float(towards[chosen].mean()), 4),
             }
+            if codes:
+                by[key][value]["class_shift"] = _class_shift(delta[chosen], codes)
     ranked = [
         (abs(f["mean_delta"]), key, value)
         for key, values in by.items()
@@ -205,6 +214,19 @@ def look_figures(
         _, key, value = max(ranked)
         by["most_moved"] = {"part": key, "value": value, **by[key][value]}
     return by
+
+
+def _class_shift(delta: np.ndarray, codes: list[str]) -> dict:
+    """The class whose probability moved most on average, how far, and how many images it
+    moved up and down."""
+    means = delta.mean(axis=0)
+    k = int(np.argmax(np.abs(means)))
+    return {
+        "code": codes[k],
+        "mean_delta": round(float(means[k]), 4),
+        "up": int((delta[:, k] > LOOK_NOISE).sum()),
+        "down": int((delta[:, k] < -LOOK_NOISE).sum()),
+    }
 
 
 def referral_changes(placed: list[dict], name: str) -> dict | None:
@@ -282,16 +304,21 @@ def _look_reason(figures: dict, shift: float) -> str | None:
         if part == "most_moved":
             continue
         for value, g in values.items():
-            p = sign_test(g["up"], g["down"])
-            if g["images"] >= MIN_LOOK_VERDICT and abs(g["mean_delta"]) >= shift and p < SIGN_TEST:
-                found.append((abs(g["mean_delta"]), part, value, g, p))
+            if g["images"] < MIN_LOOK_VERDICT:
+                continue
+            moved = [("the malignant probability", g)]
+            if "class_shift" in g:  # one class pushed up or down, malignant or not
+                moved.append((f"{g['class_shift']['code']}'s probability", g["class_shift"]))
+            for what, m in moved:
+                p = sign_test(m["up"], m["down"])
+                if abs(m["mean_delta"]) >= shift and p < SIGN_TEST:
+                    found.append((abs(m["mean_delta"]), part, value, what, m, g["images"], p))
     if not found:
         return None
-    _, part, value, g, p = max(found, key=lambda f: f[0])
+    _, part, value, what, m, images, p = max(found, key=lambda f: f[0])
     return (
-        f"drawn with {part} {value} it shifts the malignant probability by "
-        f"{g['mean_delta']:+.3f} on {g['images']} images ({g['up']} up, {g['down']} down; "
-        f"sign test p {p:.3f})"
+        f"drawn with {part} {value} it shifts {what} by {m['mean_delta']:+.3f} on {images} "
+        f"images ({m['up']} up, {m['down']} down; sign test p {p:.3f})"
     )
 
 

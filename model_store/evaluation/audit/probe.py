@@ -34,6 +34,7 @@ class AuditSetup:
     strength: float = 1.0
     target: int | None = None  # the class explained (default: the original's top class)
     seed: int = 0
+    looks: str = "family"  # or "classic": each artefact's one drawing of before the families
 
     @property
     def names(self) -> list[str]:
@@ -68,8 +69,9 @@ def lesion_mask(item: Item, pixels: np.ndarray) -> tuple[np.ndarray, str]:
 def altered(item_id: str, name: str, pixels: np.ndarray, mask: np.ndarray, setup: AuditSetup):  # noqa: ANN201
     """The altered copy of an image, what was drawn and its look (the same every time:
     seeded)."""
+    look = artefacts.CLASSIC_LOOKS.get(name) if setup.looks == "classic" else None
     return artefacts.draw_with_look(
-        name, pixels, mask, seed_of(item_id, name, setup.seed), setup.strength
+        name, pixels, mask, seed_of(item_id, name, setup.seed), setup.strength, look
     )
 
 

@@ -39,7 +39,12 @@ def markdown(summary: dict) -> str:
         f"{summary.get('explained', 'the top class of the original')}; malignant classes: "
         f"{', '.join(summary['positive']) or 'none named'}. Lesion: "
         f"{summary['lesion_masks']['mask']} from masks, {summary['lesion_masks']['estimated']} "
-        f"estimated ({summary['lesion_method']}).",
+        f"estimated ({summary['lesion_method']}). Artefacts drawn "
+        + (
+            "in their one classic drawing each (--looks classic)."
+            if summary.get("looks") == "classic"
+            else "from their families of looks, one sampled per image."
+        ),
         "",
         "## Verdicts",
         "",
@@ -151,7 +156,7 @@ def _looks(summary: dict) -> list[str]:
             "",
             f"## {name}: the looks drawn, and which moved the model",
             "",
-            "Each image's look is recorded (ink's sampled from its family, seeded by the "
+            "Each image's look is recorded (sampled from the artefact's family, seeded by the "
             "image; the ruler's side and the chart's corner where the lesion leaves room): "
             + (
                 f"the one that moved the model most is **{top['part']} {top['value']}** "
@@ -160,16 +165,18 @@ def _looks(summary: dict) -> list[str]:
                 else "none was drawn on enough images to compare."
             ),
             "",
-            "| part | look | images | mean Δp | flips towards malignant |",
-            "|---|---|---|---|---|",
+            "| part | look | images | mean Δp | flips towards malignant | class moved most |",
+            "|---|---|---|---|---|---|",
         ]
         for part, values in looks.items():
             if part == "most_moved":
                 continue
             for value, g in sorted(values.items(), key=lambda kv: -abs(kv[1]["mean_delta"])):
+                moved = g.get("class_shift")
+                most = f"{moved['code']} {moved['mean_delta']:+.3f}" if moved else "–"
                 lines.append(
                     f"| {part} | {value} | {g['images']} | {g['mean_delta']:+.3f} | "
-                    f"{g['flips_towards_positive']:.1%} |"
+                    f"{g['flips_towards_positive']:.1%} | {most} |"
                 )
     return lines
 
