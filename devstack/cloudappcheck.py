@@ -10,6 +10,7 @@ key (devstack.appcheck.LocalAppCheck), issuer and audience from the project in t
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import uuid
@@ -42,8 +43,6 @@ def install(cloud: Cloud) -> None:
 
     @cloud.route(API, "GET", r"/v1/jwks")
     def jwks(request: Request, m: re.Match) -> Response:
-        import json
-
         return answer(200, json.loads(issuer.jwks.read_text()))
 
     @cloud.route(API, "POST", APP + r"/debugTokens")
