@@ -1,7 +1,7 @@
 """The artefacts of dermoscopy that models have learnt as shortcuts, drawn procedurally (no
 third-party templates), seeded, off the lesion, each with a strength in 0–1, and each drawn
-from a family of looks sampled per image (a module each), so an audit is not a test of one
-drawing:
+from a family of looks sampled per image (a module each, whose artefact is a `canvas.Family`:
+its sampler, its drawing and its classic drawing), so an audit is not a test of one drawing:
 
 - `ink` (ink.py): skin-marker ink — violet, blue, black, red or green; a circle around the
   lesion, dots, an arrow, letters or a stroke; its width, opacity and distance from the

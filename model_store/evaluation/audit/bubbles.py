@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from model_store.evaluation.audit.canvas import Canvas, blend, pick, soften
+from model_store.evaluation.audit.canvas import Canvas, Family, blend, pick, soften
 
 BUBBLE_COUNTS = {"few": (2, 4), "some": (5, 9), "many": (10, 18)}
 BUBBLE_SIZES = {"small": (1.0, 3.0), "large": (3.0, 8.0)}  # radius, % of the side
@@ -23,11 +23,8 @@ def bubbles_look(rng: np.random.Generator, strength: float) -> dict:
     }
 
 
-def bubbles(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
-    """Bubbles of `canvas.look` (sampled when it has none), off the lesion."""
-    if canvas.look.get("classic"):
-        return _classic_bubbles(canvas)
-    look = canvas.look = canvas.look or bubbles_look(canvas.rng, canvas.strength)
+def _family_bubbles(canvas: Canvas, look: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Bubbles of the look, off the lesion."""
     rng, u = canvas.rng, canvas.unit
     overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
@@ -70,3 +67,6 @@ def _classic_bubbles(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
         x, y = canvas.free_point()
         _bubble(draw, x, y, u * rng.uniform(2, 6), u, BUBBLE_RIMS["dark"])
     return blend(canvas, soften(overlay, 1))
+
+
+bubbles = Family(bubbles_look, _family_bubbles, _classic_bubbles)

@@ -64,6 +64,23 @@ class Canvas:
 Artefact = Callable[[Canvas], tuple[np.ndarray, np.ndarray]]
 
 
+@dataclass(frozen=True)
+class Family:
+    """An artefact drawn from a family of looks: the canvas's look, or one sampled from the
+    family when it has none (before anything is drawn, so a seed draws the same); a look that
+    says `classic` gets the one drawing of before the families (the twins were trained on it)."""
+
+    sample: Callable[[np.random.Generator, float], dict]
+    draw: Callable[[Canvas, dict], tuple[np.ndarray, np.ndarray]]
+    classic: Artefact
+
+    def __call__(self, canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
+        look = canvas.look = canvas.look or self.sample(canvas.rng, canvas.strength)
+        if look.get("classic"):
+            return self.classic(canvas)
+        return self.draw(canvas, look)
+
+
 def pick(rng: np.random.Generator, options: list[str] | tuple[str, ...]) -> str:
     """One of a look's options, uniformly."""
     return str(options[int(rng.integers(len(options)))])

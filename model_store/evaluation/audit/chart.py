@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from model_store.evaluation.audit.canvas import Canvas, blend, pick
+from model_store.evaluation.audit.canvas import Canvas, Family, blend, pick
 
 CHART = [  # a colour checker's first two rows (sRGB)
     (115, 82, 68), (194, 150, 130), (98, 122, 157), (87, 108, 67), (133, 128, 177),
@@ -26,12 +26,9 @@ def chart_look(rng: np.random.Generator, strength: float) -> dict:
     return {"kind": pick(rng, CHART_KINDS), "size": pick(rng, list(CHART_SIZES))}
 
 
-def colour_patch(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
-    """The patch of `canvas.look` (sampled when it has none) in the corner it covers the
-    least of the lesion in; a chart may lie over the lesion's edge, as a real one may."""
-    if canvas.look.get("classic"):
-        return _classic_colour_patch(canvas)
-    look = canvas.look = canvas.look or chart_look(canvas.rng, canvas.strength)
+def _family_colour_patch(canvas: Canvas, look: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The patch of the look in the corner it covers the least of the lesion in; a chart may
+    lie over the lesion's edge, as a real one may."""
     u, rng = canvas.unit, canvas.rng
     cell = max(3, round(CHART_SIZES[look["size"]] * (0.6 + 0.4 * canvas.strength) * u))
     cell *= 2 if look["kind"] == "stickers" else 1  # a sticker is a chart's one cell, larger
@@ -97,3 +94,6 @@ def _classic_colour_patch(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
             )
             draw.rectangle(box, fill=colour)
     return blend(canvas, overlay, keep_off=False)
+
+
+colour_patch = Family(chart_look, _family_colour_patch, _classic_colour_patch)

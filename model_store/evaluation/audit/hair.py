@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from model_store.evaluation.audit.canvas import Canvas, blend, pick
+from model_store.evaluation.audit.canvas import Canvas, Family, blend, pick
 
 HAIR = (38, 26, 20)
 HAIR_COLOURS = {"dark": HAIR, "black": (16, 14, 14), "blond": (178, 146, 96),
@@ -29,11 +29,8 @@ def hair_look(rng: np.random.Generator, strength: float) -> dict:
     }
 
 
-def hair(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
-    """Hairs of `canvas.look` (sampled when it has none), off the lesion."""
-    if canvas.look.get("classic"):
-        return _classic_hair(canvas)
-    look = canvas.look = canvas.look or hair_look(canvas.rng, canvas.strength)
+def _family_hair(canvas: Canvas, look: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Hairs of the look, off the lesion."""
     w, h = canvas.size
     rng, u = canvas.rng, canvas.unit
     overlay = Image.new("RGBA", (w, h), (0, 0, 0, 0))
@@ -84,3 +81,6 @@ def _classic_hair(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
             [tuple(p) for p in curve], fill=colour, width=max(1, round(rng.uniform(0.35, 0.8) * u))
         )
     return blend(canvas, overlay)
+
+
+hair = Family(hair_look, _family_hair, _classic_hair)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from model_store.evaluation.audit.canvas import Canvas, blend, soften
+from model_store.evaluation.audit.canvas import Canvas, Family, blend, soften
 
 INK = (88, 40, 135)  # gentian violet, as marker ink dries on skin
 # Skin-marker ink as it appears in real photographs (Winkler et al. 2019 drew with a
@@ -40,13 +40,9 @@ def ink_look(rng: np.random.Generator, strength: float) -> dict:
     }
 
 
-def ink(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
-    """Marker ink of `canvas.look` (sampled from the family when it has none), multiplied
-    into the skin as ink stains it, off the lesion."""
+def _family_ink(canvas: Canvas, look: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Marker ink of the look, multiplied into the skin as ink stains it, off the lesion."""
     rng = canvas.rng
-    look = canvas.look = canvas.look or ink_look(rng, canvas.strength)
-    if look.get("classic"):
-        return _classic_ink(canvas)
     w, h = canvas.size
     u = canvas.unit
     overlay = Image.new("RGBA", (w, h), (0, 0, 0, 0))
@@ -132,3 +128,6 @@ def _classic_ink(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
         x1, y1 = x0 + (x1 - x0) * 0.3, y0 + (y1 - y0) * 0.3
         draw.line((x0, y0, x1, y1), fill=colour, width=max(2, round(1.2 * u)))
     return blend(canvas, soften(overlay, max(1, round(0.3 * u))), multiply=True)
+
+
+ink = Family(ink_look, _family_ink, _classic_ink)

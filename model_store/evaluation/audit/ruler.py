@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from model_store.evaluation.audit.canvas import Canvas, blend, pick
+from model_store.evaluation.audit.canvas import Canvas, Family, blend, pick
 
 # plastic (RGBA) and its ticks
 RULER_KINDS = {
@@ -31,11 +31,8 @@ def ruler_look(rng: np.random.Generator, strength: float) -> dict:
     }
 
 
-def ruler(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
-    """A ruler of `canvas.look` (sampled when it has none), kept off the lesion."""
-    if canvas.look.get("classic"):
-        return _classic_ruler(canvas)
-    look = canvas.look = canvas.look or ruler_look(canvas.rng, canvas.strength)
+def _family_ruler(canvas: Canvas, look: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A ruler of the look, kept off the lesion."""
     w, h = canvas.size
     u, rng = canvas.unit, canvas.rng
     side = look["side"] = canvas.far_side()
@@ -139,3 +136,6 @@ def _classic_ruler(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
                 tx = box[0] + length if side == "left" else box[2] - length - thick * 0.45
                 draw.text((tx, pos + 1), str(i // 10), fill=ink_, font=font)
     return blend(canvas, overlay)
+
+
+ruler = Family(ruler_look, _family_ruler, _classic_ruler)

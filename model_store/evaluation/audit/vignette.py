@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_store.evaluation.audit.canvas import Canvas, pick
+from model_store.evaluation.audit.canvas import Canvas, Family, pick
 
 RADII = (0.95, 0.85, 0.75)  # the vignette's radius, × half the diagonal
 VIGNETTE_TONES = {"black": (14.0, 12.0, 12.0), "grey": (58.0, 56.0, 56.0),
@@ -24,11 +24,8 @@ def vignette_look(rng: np.random.Generator, strength: float) -> dict:
     }
 
 
-def dark_corners(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
-    """The vignette of `canvas.look` (sampled when it has none)."""
-    if canvas.look.get("classic"):
-        return _classic_dark_corners(canvas)
-    look = canvas.look = canvas.look or vignette_look(canvas.rng, canvas.strength)
+def _family_dark_corners(canvas: Canvas, look: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The vignette of the look."""
     w, h = canvas.size
     u, rng = canvas.unit, canvas.rng
     cx, cy = w / 2, h / 2
@@ -72,3 +69,6 @@ def _classic_dark_corners(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
     canvas.look = {"radius": f"{fraction:.2f} of the half-diagonal"}
     fraction = 1 - (1 - fraction) * canvas.strength
     return _vignette(canvas, (w / 2, h / 2), fraction, 3 * canvas.unit, (14.0, 12.0, 12.0))
+
+
+dark_corners = Family(vignette_look, _family_dark_corners, _classic_dark_corners)
