@@ -284,7 +284,8 @@ def test_cli_exports_a_keras_file(tmp_path, capsys):
     source = tmp_path / "small.keras"
     _small().save(source)
     out = ["--out", str(tmp_path / "out"), "--version", "3"]
-    fit = ["--fitcheck-tiers", "256", "--fitcheck-cpus", "1"]  # one configuration: quick
+    # one configuration, few requests: quick (the fit check's own tests measure it fully)
+    fit = ["--fitcheck-tiers", "256", "--fitcheck-cpus", "1", "--fitcheck-warm", "4"]
     assert main([str(source), "--labels", "x,y,z", *out, *fit]) == 0
     printed = capsys.readouterr().out
     assert "target layer: late (chosen automatically)" in printed
@@ -293,6 +294,7 @@ def test_cli_exports_a_keras_file(tmp_path, capsys):
     assert printed.count("   256Mi  1  ") == 2  # the one configuration, for each function
     engine = LiteRTEngine(str(tmp_path / "out"))
     assert engine.manifest.version == "3" and engine.manifest.codes == ["x", "y", "z"]
+    assert engine.manifest.raw["fitcheck"]["warm_requests"] == 4
     assert (tmp_path / "out" / "model.keras").is_file()
 
 

@@ -164,6 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--fitcheck-cpus", default=None, help="only these vCPU shares (default: every one)"
     )
+    parser.add_argument(
+        "--fitcheck-warm",
+        type=int,
+        default=30,
+        help="warm requests per fit-check run (fewer is quicker, its p50 rougher)",
+    )
     args = parser.parse_args(argv)
     try:
         model = load_subject(
@@ -209,13 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = fitting.run(
             args.out,
             args.fitcheck,
+            warm=args.fitcheck_warm,
             memory_tiers=tuple(int(t) for t in args.fitcheck_tiers.split(",")),
             cpus=tuple(float(c) for c in args.fitcheck_cpus.split(","))
             if args.fitcheck_cpus
             else None,
         )
         print(fitting.describe(result))
-        fitting.record(args.out, result, args.fitcheck)
+        fitting.record(args.out, result, args.fitcheck, args.fitcheck_warm)
     return 0
 
 

@@ -46,8 +46,9 @@ def run(
     return check(model_dir, functions, warm, **options)
 
 
-def record(model_dir: str | Path, report: dict[str, dict], mode: str) -> None:
-    """The recommendation per function, kept in the manifest for deploy.sh."""
+def record(model_dir: str | Path, report: dict[str, dict], mode: str, warm: int = 30) -> None:
+    """The recommendation per function, kept in the manifest for deploy.sh (with the warm
+    requests each run sent: fewer, a rougher p50)."""
     path = Path(model_dir) / MANIFEST
     manifest = json.loads(path.read_text())
     kept = {}
@@ -59,7 +60,12 @@ def record(model_dir: str | Path, report: dict[str, dict], mode: str) -> None:
                 k: result["whole_core"].get(k) for k in ("cold_start_s", "startup_cpu_s")
             },
         }
-    manifest["fitcheck"] = {"mode": mode, "date": dt.date.today().isoformat(), **kept}
+    manifest["fitcheck"] = {
+        "mode": mode,
+        "date": dt.date.today().isoformat(),
+        "warm_requests": warm,
+        **kept,
+    }
     path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     if args.record:
-        record(args.model_dir, report, args.mode)
+        record(args.model_dir, report, args.mode, args.warm)
     return 0
 
 
