@@ -226,11 +226,16 @@ def _build_and_run(cloud: Cloud, name: str, op_name: str) -> None:
                 "never carries TensorFlow (build refused)"
             )
         venv = home / "venv"
-        _run([sys.executable, "-m", "venv", str(venv)], "creating the virtualenv")
+        # No pip of its own (ensurepip is seconds a build): this pip installs into it.
+        _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], "creating the virtualenv")
         if requirements.exists():
             _run(
                 [
-                    str(venv / "bin" / "pip"),
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "--python",
+                    str(venv / "bin" / "python"),
                     "install",
                     "--quiet",
                     "--disable-pip-version-check",
