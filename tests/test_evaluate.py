@@ -27,6 +27,20 @@ def test_roc_auc_and_classification_by_hand():
     assert result["confusion"]["rows_true_columns_predicted"] == [[1, 0], [1, 2]]
 
 
+def test_roc_auc_counts_ties_half_as_scikit_learn_does():
+    roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(2, 60))
+        scores = np.round(rng.random(n), int(rng.integers(0, 3)))  # 0-2 decimals: many ties
+        positive = rng.random(n) < 0.4
+        if positive.all() or not positive.any():
+            assert metrics.roc_auc(scores, positive) is None
+            continue
+        want = roc_auc_score(positive, scores)
+        assert metrics.roc_auc(scores, positive) == pytest.approx(want, abs=1e-12)
+
+
 def test_localisation_and_its_baselines():
     mask = np.zeros((10, 10), bool)
     mask[2:5, 2:5] = True

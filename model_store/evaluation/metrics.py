@@ -28,13 +28,15 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     pos, neg = scores[positive], scores[~positive]
     if len(pos) == 0 or len(neg) == 0:
         return None
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
     values = np.concatenate([pos, neg])
-    for value in np.unique(values):  # average ranks of ties
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    new_value = np.ones(len(values), dtype=bool)
+    new_value[1:] = ordered[1:] != ordered[:-1]
+    group = np.cumsum(new_value)  # each sorted value's run of ties, 1..
+    bounds = np.append(np.flatnonzero(new_value), len(values))  # each run's first place; the end
+    ranks = np.empty(len(values))
+    ranks[order] = 0.5 * (bounds[group - 1] + 1 + bounds[group])  # ties: their average rank
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
