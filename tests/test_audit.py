@@ -220,6 +220,19 @@ def test_the_lesion_estimate_finds_synthetic_lesions():
     assert np.median(overlaps) > 0.5, overlaps
 
 
+def test_blobs_are_the_4_connected_components_in_raster_order():
+    """As scikit-image labels them (connectivity 1): a U is one blob, diagonal pixels are not."""
+    measure = pytest.importorskip("skimage.measure")
+    rng = np.random.default_rng(5)
+    for _ in range(60):
+        mask = rng.random(tuple(rng.integers(1, 70, 2))) < rng.uniform(0.2, 0.8)
+        labels, count = lesion.components(mask)
+        expected, n = measure.label(mask, connectivity=1, return_num=True)
+        assert count == n and np.array_equal(labels, expected)
+    u = np.array([[1, 0, 1, 0], [1, 1, 1, 0], [0, 0, 0, 1]], bool)
+    assert lesion.components(u)[0].tolist() == [[1, 0, 1, 0], [1, 1, 1, 0], [0, 0, 0, 2]]
+
+
 def test_the_fixtures_are_the_recipes_exported():
     """What the committed files must be for the tests above to mean anything."""
     for recipe in shortcuts.RECIPES:

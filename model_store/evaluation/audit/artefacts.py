@@ -63,13 +63,20 @@ def lesion_removed(canvas: Canvas) -> tuple[np.ndarray, np.ndarray]:
 def _harmonic(picture: np.ndarray, region: np.ndarray, iterations: int = 400) -> np.ndarray:
     """The region's pixels as the average of their neighbours (Laplace), at quarter scale."""
     step = max(1, min(picture.shape[:2]) // 64)
-    small = picture[::step, ::step].copy()
     hole = region[::step, ::step]
+    # The picture padded by its own edge (kept up to date), not padded afresh 400 times.
+    padded = np.pad(picture[::step, ::step], ((1, 1), (1, 1), (0, 0)), mode="edge")
+    small = padded[1:-1, 1:-1]  # a view
     small[hole] = picture[~region].mean(axis=0)
+    mean, inside = np.empty_like(small), hole[..., None]
     for _ in range(iterations):
-        padded = np.pad(small, ((1, 1), (1, 1), (0, 0)), mode="edge")
-        mean = (padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]) / 4
-        small[hole] = mean[hole]
+        padded[0], padded[-1] = padded[1], padded[-2]
+        padded[:, 0], padded[:, -1] = padded[:, 1], padded[:, -2]
+        np.add(padded[:-2, 1:-1], padded[2:, 1:-1], out=mean)
+        mean += padded[1:-1, :-2]
+        mean += padded[1:-1, 2:]
+        mean /= 4
+        np.copyto(small, mean, where=inside)
     big = np.stack(
         [
             np.asarray(Image.fromarray(small[..., c].astype(np.float32), "F").resize(

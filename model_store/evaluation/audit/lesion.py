@@ -46,23 +46,40 @@ def box_blur(values: np.ndarray, radius: int) -> np.ndarray:
 
 
 def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """4-connected labels (1..n) of a boolean image, and n."""
-    labels = np.zeros(mask.shape, dtype=np.int32)
-    count = 0
+    """4-connected labels (1..n, numbered in raster order of each blob's first pixel) of a
+    boolean image, and n. Each row's runs of pixels are joined to the runs they touch in the row
+    above (union-find over runs: a few hundred at 128 px, where a walk pixel by pixel in Python
+    took 30 ms an image)."""
     height, width = mask.shape
-    for y0, x0 in zip(*np.nonzero(mask), strict=True):
-        if labels[y0, x0]:
-            continue
-        count += 1
-        stack = [(y0, x0)]
-        labels[y0, x0] = count
-        while stack:
-            y, x = stack.pop()
-            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
-                if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not labels[ny, nx]:
-                    labels[ny, nx] = count
-                    stack.append((ny, nx))
-    return labels, count
+    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    ends = np.nonzero(edges == -1)[1]  # exclusive; runs in raster order, as the starts
+    parent = list(range(len(starts)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = np.searchsorted(rows, np.arange(height + 1)).tolist()
+    starts_at, ends_at = starts.tolist(), ends.tolist()
+    for y in range(1, height):
+        i, j = first[y - 1], first[y]
+        while i < first[y] and j < first[y + 1]:
+            if starts_at[i] < ends_at[j] and starts_at[j] < ends_at[i]:  # they share a column
+                a, b = root(i), root(j)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            if ends_at[i] < ends_at[j]:
+                i += 1
+            else:
+                j += 1
+    labels = np.zeros((height, width), dtype=np.int32)
+    number: dict[int, int] = {}
+    for run, (y, x0, x1) in enumerate(zip(rows.tolist(), starts_at, ends_at, strict=True)):
+        labels[y, x0:x1] = number.setdefault(root(run), len(number) + 1)
+    return labels, len(number)
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
