@@ -375,6 +375,31 @@ deploy_function() {
     --service-account "$account" --set-env-vars "^##^$env"
 }
 
+# Both functions are built and deployed side by side (a gen2 build takes a minute or more
+# each); each one's output is kept and printed whole once it is done, so the two never
+# interleave. Either failing fails the run, after both have ended.
+deploy_functions() {
+  local common="$1" logs failed=()
+  logs="$(mktemp -d)"
+  echo "deploying dermcam-predict and dermcam-gradcam side by side (each one's output follows when it is done)"
+  deploy_function predict "$PREDICT_MEMORY" "$PREDICT_CPU" "$PREDICT_SA" "$common" \
+    >"$logs/predict.out" 2>"$logs/predict.err" &
+  local predict=$!
+  deploy_function gradcam "$GRADCAM_MEMORY" "$GRADCAM_CPU" "$GRADCAM_SA" \
+    "$common##DERMCAM_BUCKET=$BUCKET##DERMCAM_SIGNED_URL_TTL=$URL_TTL" \
+    >"$logs/gradcam.out" 2>"$logs/gradcam.err" &
+  local gradcam=$!
+  wait "$predict" || failed+=(dermcam-predict)
+  cat "$logs/predict.out" && cat "$logs/predict.err" >&2
+  wait "$gradcam" || failed+=(dermcam-gradcam)
+  cat "$logs/gradcam.out" && cat "$logs/gradcam.err" >&2
+  rm -rf "$logs"
+  if ((${#failed[@]})); then
+    echo "error: ${failed[*]} failed to deploy (gcloud's output above says why)" >&2
+    exit 1
+  fi
+}
+
 function_url() {
   if [[ "$DRY_RUN" == 1 ]]; then
     printf '+ gcloud functions describe dermcam-%s ...  # (dry run)\n' "$1" >&2
@@ -448,9 +473,7 @@ main() {
   common+="##DERMCAM_RATE_LIMIT_PER_MINUTE=$RATE_LIMIT"
   [[ -z "$APPCHECK" ]] ||
     common+="##DERMCAM_APPCHECK_PROJECT_NUMBER=$APPCHECK##DERMCAM_APPCHECK_JWKS_URL=$APPCHECK_ENDPOINT/v1/jwks"
-  deploy_function predict "$PREDICT_MEMORY" "$PREDICT_CPU" "$PREDICT_SA" "$common"
-  deploy_function gradcam "$GRADCAM_MEMORY" "$GRADCAM_CPU" "$GRADCAM_SA" \
-    "$common##DERMCAM_BUCKET=$BUCKET##DERMCAM_SIGNED_URL_TTL=$URL_TTL"
+  deploy_functions "$common"
   local predict_url gradcam_url
   predict_url="$(function_url predict)"
   gradcam_url="$(function_url gradcam)"

@@ -211,7 +211,10 @@ def _fail(cloud: Cloud, name: str, op_name: str, message: str) -> None:
 def _build_and_run(cloud: Cloud, name: str, op_name: str) -> None:
     function = cloud.get("functions", name)
     short = name.rsplit("/", 1)[-1]
-    revision = f"{short}-{len(cloud.kind('revisions')) + 1:05d}"
+    # Numbered per function, as Cloud Run numbers a service's revisions (functions build side
+    # by side; one function builds one revision at a time).
+    built = sum(r["function"] == name for r in cloud.kind("revisions").values())
+    revision = f"{short}-{built + 1:05d}"
     home = cloud.state_dir / "functions" / revision
     try:
         source = function["buildConfig"]["source"]["storageSource"]["object"]

@@ -88,6 +88,19 @@ def test_private_functions_get_oidc_warmups(deploy):
     assert json.loads(update["files"]["--lifecycle-file"])["rule"][0]["condition"]["age"] == 3
 
 
+def test_the_functions_deploy_side_by_side_and_either_failing_fails_the_run(deploy):
+    done, calls = deploy(env={"FAKE_GCLOUD_FAIL": "functions deploy dermcam-gradcam"})
+    assert done.returncode == 1
+    assert "dermcam-gradcam failed to deploy" in done.stderr and "Build failed" in done.stderr
+    assert find(calls, "functions", "deploy", "dermcam-predict")  # the other went ahead
+    assert not find(calls, "scheduler") and not find(calls, "storage", "cp")  # then it stopped
+    # each one's output whole, in order, whenever each finished
+    out = done.stdout
+    assert out.index("+ gcloud functions deploy dermcam-predict") < out.index(
+        "+ gcloud functions deploy dermcam-gradcam"
+    )
+
+
 def test_dry_run_runs_nothing(deploy):
     done, calls = deploy("--dry-run")
     assert done.returncode == 0, done.stderr
