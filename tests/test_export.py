@@ -298,6 +298,12 @@ def test_cli_exports_a_keras_file(tmp_path, capsys):
     assert (tmp_path / "out" / "model.keras").is_file()
 
 
+def test_a_fit_check_without_warm_requests_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["unused.keras", "--labels", "x,y,z", "--out", str(tmp_path), "--fitcheck-warm", "0"])
+    assert exited.value.code == 2 and "--fitcheck-warm: at least 1" in capsys.readouterr().err
+
+
 def test_a_model_built_for_any_size_is_served_at_the_size_given(tmp_path, capsys):
     """Input((None, None, 3)): refused without --input-size (saying so), exported at the size
     given, the Keras engine agreeing with LiteRT there; a layer that is 1×1 at that size is

@@ -171,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="warm requests per fit-check run (fewer is quicker, its p50 rougher)",
     )
     args = parser.parse_args(argv)
+    if args.fitcheck_warm < 1:
+        parser.error("--fitcheck-warm: at least 1 (a warm p50 needs a warm request)")
     try:
         model = load_subject(
             args.model,

@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cpus", default=None, help="only these vCPU shares (default: all)")
     args = parser.parse_args(argv)
+    if args.warm < 1:
+        parser.error("--warm: at least 1 (a warm p50 needs a warm request)")
     report = run(
         args.model_dir,
         args.mode,
