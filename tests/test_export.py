@@ -210,6 +210,15 @@ def test_failed_parity_writes_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_suggested_tolerance_rounds_the_measured_difference_up():
+    def figures(diff: float) -> parity.Parity:
+        return parity.Parity(6, diff, 1.0, 1.0, 1.0, 1e-5)
+
+    assert figures(2.1e-4).suggested_tolerance() == pytest.approx(4e-4)  # 1.5 × 2.1e-4, up
+    assert figures(1e-4).suggested_tolerance() == pytest.approx(2e-4)
+    assert figures(0.0).suggested_tolerance() == 0.0  # nothing differed (seen on one CPU)
+
+
 def test_label_count_must_match(tmp_path):
     with pytest.raises(ExportError, match="3 outputs but 7 labels"):
         export(_small(), LABELS, tmp_path / "m", log=lambda _: None)

@@ -45,6 +45,8 @@ class Parity:
     def suggested_tolerance(self) -> float:
         """1.5 × the measured difference, rounded up to one significant digit."""
         value = self.max_abs_prob_diff * 1.5
+        if value <= 0:  # nothing differed: no tolerance to widen (and no log of 0)
+            return 0.0
         exponent = np.floor(np.log10(value))
         return float(np.ceil(value / 10**exponent) * 10**exponent)
 
