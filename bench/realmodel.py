@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results: dict = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     model_dir = catalog.ensure("ham10000")
-    report = fitting.run(model_dir, "predicted")
-    fitting.record(model_dir, report, "predicted")
+    report = fitting.run(model_dir, "predicted", warm=30)
+    fitting.record(model_dir, report, "predicted", warm=30)
     print(fitting.describe(report), flush=True)
     results["float32"] = recommended(report)
     results["old_way"] = old_way(model_dir)

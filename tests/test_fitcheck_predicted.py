@@ -88,5 +88,5 @@ def test_the_predicted_check_recommends_verifies_and_records(demo_model_dir, tmp
         if option["cost_per_1000"] and option["cost_per_1000"] < best["cost_per_1000"]:
             assert not (option["fits"] and option["cold_start_s"] <= 3 and option["p50_ms"] <= 300)
     recorded = json.loads((model / "manifest.json").read_text())["fitcheck"]
-    assert recorded["mode"] == "predicted"
+    assert recorded["mode"] == "predicted" and recorded["warm_requests"] == 9
     assert recorded["predict"]["recommended"]["memory_mb"] == best["memory_mb"]

@@ -46,7 +46,7 @@ def run(
     return check(model_dir, functions, warm, **options)
 
 
-def record(model_dir: str | Path, report: dict[str, dict], mode: str, warm: int = 30) -> None:
+def record(model_dir: str | Path, report: dict[str, dict], mode: str, warm: int) -> None:
     """The recommendation per function, kept in the manifest for deploy.sh (with the warm
     requests each run sent: fewer, a rougher p50)."""
     path = Path(model_dir) / MANIFEST
